@@ -1,0 +1,1 @@
+"""The `drivemtl` command line (typer + rich)."""

@@ -1,0 +1,66 @@
+"""Name -> class registries for pluggable parts (backbones, necks, heads, tasks, samplers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A named mapping from string keys to classes or factories.
+
+    Config files refer to parts by name; the registry turns the name into the object and, when the
+    name is unknown, fails with a message that lists every name it knows.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str | None = None) -> Callable[[T], T]:
+        """Decorator registering a class or function under `name` (default: its `__name__`)."""
+
+        def decorator(obj: T) -> T:
+            key = name or getattr(obj, "__name__", None)
+            if not key:
+                raise ValueError(f"cannot register an unnamed {self.kind}: pass a name")
+            self.add(key, obj)
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj: T) -> None:
+        """Register `obj` under `name`; registering a taken name twice is an error."""
+        if name in self._entries and self._entries[name] is not obj:
+            raise KeyError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = obj
+
+    def get(self, name: str) -> T:
+        """Return the entry called `name`, or raise a KeyError listing the known names."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self._entries)) or "(none registered)"
+            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+
+    def build(self, name: str, *args: object, **kwargs: object) -> object:
+        """Look up `name` and call it with the given arguments."""
+        return self.get(name)(*args, **kwargs)  # type: ignore[operator]
+
+    def names(self) -> list[str]:
+        """Sorted list of registered names."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
