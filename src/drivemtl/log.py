@@ -21,7 +21,9 @@ def get_logger(name: str | None = None) -> _logging.Logger:
 
 def setup_logging(verbosity: int = 0, console: Console | None = None) -> None:
     """Install one rich handler on the `drivemtl` logger: -1 quiet, 0 info, 1+ debug."""
-    level = _logging.WARNING if verbosity < 0 else _logging.DEBUG if verbosity > 0 else _logging.INFO
+    level = (
+        _logging.WARNING if verbosity < 0 else _logging.DEBUG if verbosity > 0 else _logging.INFO
+    )
     logger = _logging.getLogger(LOGGER_NAME)
     for handler in list(logger.handlers):
         if getattr(handler, "_drivemtl", False):

@@ -25,7 +25,7 @@ class Check:
 def _module_version(name: str) -> Check:
     try:
         module = importlib.import_module(name)
-    except Exception as exc:  # noqa: BLE001 - any import failure is the finding itself
+    except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return Check(name, f"not importable ({first[:90]})", ok=False)
     return Check(name, str(getattr(module, "__version__", "installed")))

@@ -26,7 +26,9 @@ app.add_typer(config_app, name="config")
 console = Console()
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config value: --set model.backbone.width=32 (repeatable)."),
+    typer.Option(
+        "--set", help="Override a config value: --set model.backbone.width=32 (repeatable)."
+    ),
 ]
 
 
@@ -49,9 +51,9 @@ def version() -> None:
 
 @app.command()
 def doctor(
-    path: Annotated[Path, typer.Option(help="Where runs will be written (for the disk check).")] = Path(
-        "."
-    ),
+    path: Annotated[
+        Path, typer.Option(help="Where runs will be written (for the disk check).")
+    ] = Path("."),
 ) -> None:
     """Report Python, torch, CUDA devices, optional packages, threads and free disk."""
     from drivemtl.cli.doctor import run_checks

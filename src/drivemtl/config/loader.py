@@ -44,7 +44,9 @@ def _read_yaml(path: Path, referenced_from: str | None) -> dict[str, Any]:
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping at the top level, got {type(loaded).__name__}"
+        )
     return loaded
 
 
@@ -59,7 +61,9 @@ def _merge(dst: dict[str, Any], src: Mapping[str, Any], prefix: str, source: str
     """Merge `src` into `dst`: mappings merge key by key, everything else replaces."""
     for key, value in src.items():
         if not isinstance(key, str):
-            raise ConfigError(f"{source}: key {key!r} under '{prefix or '<root>'}' must be a string")
+            raise ConfigError(
+                f"{source}: key {key!r} under '{prefix or '<root>'}' must be a string"
+            )
         dotted = f"{prefix}.{key}" if prefix else key
         if isinstance(value, dict):
             value = dict(value)
@@ -131,8 +135,10 @@ def _annotation_at(schema: type[BaseModel], parts: list[str], flag: str) -> Any:
         elif annotation is Any:
             return Any
         else:
-            raise ConfigError(f"{flag}: '{here}' goes below a value of type {annotation}")
-    return _unwrap_optional(annotation)
+            parent = ".".join(parts[:depth])
+            name = getattr(annotation, "__name__", str(annotation))
+            raise ConfigError(f"{flag}: '{parent}' is a {name} value, it has no key '{part}'")
+    return annotation
 
 
 def _is_text(annotation: Any) -> bool:
@@ -153,10 +159,17 @@ def parse_override(text: str, schema: type[BaseModel]) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not p for p in key.split(".")):
-        raise ConfigError(f"{flag}: expected KEY=VALUE with a dotted key, e.g. model.backbone.width=32")
+        raise ConfigError(
+            f"{flag}: expected KEY=VALUE with a dotted key, e.g. model.backbone.width=32"
+        )
     parts = key.split(".")
     annotation = _annotation_at(schema, parts, flag)
-    if _is_text(annotation):
+    optional = _unwrap_optional(annotation) is not annotation and type(None) in typing.get_args(
+        annotation
+    )
+    if optional and raw.strip() in ("null", "~", ""):
+        return parts, None
+    if _is_text(_unwrap_optional(annotation)):
         return parts, raw
     try:
         return parts, yaml.safe_load(raw) if raw.strip() else None

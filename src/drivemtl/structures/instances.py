@@ -33,9 +33,7 @@ class Instances:
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None and value.shape[0] != n:
-                raise ValueError(
-                    f"Instances.{f.name} has {value.shape[0]} rows but boxes has {n}"
-                )
+                raise ValueError(f"Instances.{f.name} has {value.shape[0]} rows but boxes has {n}")
 
     @classmethod
     def empty(cls, image_size: tuple[int, int] | None = None, num_joints: int = 0) -> Instances:

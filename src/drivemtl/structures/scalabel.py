@@ -94,8 +94,8 @@ class Label(_Model):
     index: int | None = None
     category: str | None = None
     attributes: dict[str, AttributeValue] | None = None
-    manualShape: bool | None = None  # noqa: N815 (Scalabel field name)
-    manualAttributes: bool | None = None  # noqa: N815
+    manualShape: bool | None = None
+    manualAttributes: bool | None = None
     score: float | None = None
     box2d: Box2D | None = None
     poly2d: list[Poly2D] | None = None
@@ -119,8 +119,8 @@ class Frame(_Model):
     """One image or video frame with its labels and frame-level attributes (tags)."""
 
     name: str
-    videoName: str | None = None  # noqa: N815
-    frameIndex: int | None = None  # noqa: N815
+    videoName: str | None = None
+    frameIndex: int | None = None
     url: str | None = None
     timestamp: int | None = None
     attributes: dict[str, AttributeValue] | None = None
