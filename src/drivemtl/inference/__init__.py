@@ -1,0 +1,1 @@
+"""Running a trained model on images and videos: sources, overlays, prediction export."""
