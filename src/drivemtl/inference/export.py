@@ -1,0 +1,172 @@
+"""Predictions in the BDD100K / Scalabel format: one `predictions.json` plus bitmask folders.
+
+Boxes, instance masks (RLE), poses (graph nodes), track ids and tags go into the Scalabel frames;
+dense maps go into BDD100K bitmask PNGs named after the frame (`<stem>.png`) so that
+`drivemtl eval-files` and the official toolkit can score them:
+`masks/sem_seg`, `masks/drivable`, `masks/lane` (one-byte lane encoding), `masks/ins_seg` (RGBA),
+and KITTI-style 16-bit `depth/` and `normals/` PNGs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+from drivemtl.data.bitmasks import mask_to_rle
+from drivemtl.data.png_codecs import (
+    encode_depth,
+    encode_instance_rgba,
+    encode_lane_byte,
+    encode_normals,
+    write_png,
+)
+from drivemtl.structures.bdd import DETECTION_CLASSES_10, POSE_JOINTS, TAG_ATTRIBUTES
+from drivemtl.structures.instances import Instances
+from drivemtl.structures.predictions import FramePrediction
+from drivemtl.structures.scalabel import Box2D, Frame, Graph, Label, Node, save_frames
+
+MASK_FOLDERS = {
+    "semantic": "masks/sem_seg",
+    "drivable": "masks/drivable",
+    "lanes": "masks/lane",
+    "instance": "masks/ins_seg",
+    "depth": "depth",
+    "normals": "normals",
+}
+
+
+def _np(value: Tensor) -> np.ndarray:
+    return value.detach().cpu().numpy()
+
+
+def _box_labels(
+    instances: Instances, class_names: Sequence[str], start: int, with_masks: bool
+) -> list[Label]:
+    labels = []
+    boxes = _np(instances.boxes)
+    classes = _np(instances.classes)
+    scores = _np(instances.scores) if instances.scores is not None else None
+    tracks = _np(instances.track_ids) if instances.track_ids is not None else None
+    keypoints = _np(instances.keypoints) if instances.keypoints is not None else None
+    for i in range(len(instances)):
+        ident = int(tracks[i]) if tracks is not None and tracks[i] >= 0 else start + i
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        label = Label(
+            id=str(ident),
+            category=class_names[int(classes[i])],
+            score=None if scores is None else float(scores[i]),
+            box2d=Box2D(x1=x1, y1=y1, x2=max(x1, x2), y2=max(y1, y2)),
+        )
+        if with_masks and instances.masks is not None:
+            label.rle = mask_to_rle(_np(instances.masks[i]).astype(bool))
+        if keypoints is not None:
+            nodes = [
+                Node(
+                    location=(float(x), float(y)),
+                    category=POSE_JOINTS[j],
+                    id=f"{ident}-{j}",
+                    score=float(s),
+                    visibility="V",
+                )
+                for j, (x, y, s) in enumerate(keypoints[i])
+            ]
+            label.graph = Graph(nodes=nodes, type="Pose2D-18Joints_Pred")
+        labels.append(label)
+    return labels
+
+
+def prediction_to_frame(
+    prediction: FramePrediction, class_names: Sequence[str] = DETECTION_CLASSES_10
+) -> Frame:
+    """The Scalabel frame of one prediction: tags, boxes (+ RLE masks, + pose graphs)."""
+    meta = prediction.meta
+    labels: list[Label] = []
+    if prediction.detections is not None:
+        labels += _box_labels(prediction.detections, class_names, 0, with_masks=False)
+    if prediction.instances is not None:
+        labels += _box_labels(prediction.instances, class_names, len(labels), with_masks=True)
+    if prediction.poses is not None:
+        labels += _box_labels(prediction.poses, class_names, len(labels), with_masks=False)
+    attributes = None
+    if prediction.tags is not None:
+        tags = _np(prediction.tags).astype(int)
+        attributes = {
+            name: values[int(tags[k])] for k, (name, values) in enumerate(TAG_ATTRIBUTES.items())
+        }
+    return Frame(
+        name=meta.name,
+        videoName=meta.video,
+        frameIndex=meta.frame_index,
+        attributes=attributes,
+        labels=labels,
+    )
+
+
+def _stem(name: str) -> str:
+    return Path(name).with_suffix("").as_posix()
+
+
+def write_dense(prediction: FramePrediction, out_dir: Path) -> list[Path]:
+    """Write the frame's dense predictions as BDD bitmasks / 16-bit PNGs; returns the files."""
+    stem = _stem(prediction.meta.name)
+    written = []
+
+    def put(kind: str, array: np.ndarray) -> None:
+        path = out_dir / MASK_FOLDERS[kind] / f"{stem}.png"
+        write_png(path, array)
+        written.append(path)
+
+    if prediction.semantic is not None:
+        put("semantic", _np(prediction.semantic).astype(np.uint8))
+    if prediction.drivable is not None:
+        put("drivable", _np(prediction.drivable).astype(np.uint8))
+    if prediction.lanes is not None:
+        lanes = _np(prediction.lanes).astype(np.int64)
+        foreground = lanes[0] > 0
+        category = np.where(foreground, lanes[0] - 1, -1)
+        put("lanes", encode_lane_byte(category, lanes[1] == 2, lanes[2] == 2))
+    if prediction.instances is not None and prediction.instances.masks is not None:
+        put("instance", _instance_bitmask(prediction.instances))
+    if prediction.depth is not None:
+        put("depth", encode_depth(_np(prediction.depth)))
+    if prediction.normals is not None:
+        put("normals", encode_normals(_np(prediction.normals)))
+    return written
+
+
+def _instance_bitmask(instances: Instances) -> np.ndarray:
+    """Paint instances from lowest to highest score into one RGBA bitmask (ids 1..N)."""
+    masks = _np(instances.masks).astype(bool)
+    height, width = masks.shape[-2:]
+    category = np.full((height, width), -1, dtype=np.int64)
+    ids = np.zeros((height, width), dtype=np.int64)
+    scores = _np(instances.scores) if instances.scores is not None else np.zeros(len(masks))
+    classes = _np(instances.classes)
+    for i in np.argsort(scores, kind="stable"):
+        category[masks[i]] = int(classes[i])
+        ids[masks[i]] = int(i) + 1
+    return encode_instance_rgba(category, ids)
+
+
+@dataclass
+class PredictionWriter:
+    """Collects frames and dense maps while predicting; `close()` writes `predictions.json`."""
+
+    out_dir: Path
+    class_names: Sequence[str] = DETECTION_CLASSES_10
+    frames: list[Frame] = field(default_factory=list)
+
+    def add(self, prediction: FramePrediction) -> None:
+        """Record one frame's prediction (dense maps are written at once)."""
+        self.frames.append(prediction_to_frame(prediction, self.class_names))
+        write_dense(prediction, self.out_dir)
+
+    def close(self) -> Path:
+        """Write `predictions.json` (Scalabel list of frames) and return its path."""
+        path = self.out_dir / "predictions.json"
+        save_frames(self.frames, path)
+        return path

@@ -1,0 +1,75 @@
+import numpy as np
+import torch
+
+from drivemtl.data.bitmasks import decode_instance_bitmask, decode_lanes, rle_to_mask
+from drivemtl.data.png_codecs import decode_depth, read_png_unchanged
+from drivemtl.inference.export import PredictionWriter
+from drivemtl.structures import FramePrediction, Instances, SampleMeta
+from drivemtl.structures.scalabel import load_frames
+
+
+def test_predictions_round_trip_through_the_bdd_formats(tmp_path):
+    meta = SampleMeta(
+        name="vid/vid-0000003.jpg", image_set="s", orig_size=(6, 8), video="vid", frame_index=3
+    )
+    masks = torch.zeros(2, 6, 8, dtype=torch.bool)
+    masks[0, 1:3, 1:4] = True
+    masks[1, 2:5, 3:7] = True  # overlaps mask 0 and scores higher: painted on top
+    lanes = torch.zeros(3, 6, 8, dtype=torch.int64)
+    lanes[:, 5, :] = torch.tensor([5, 2, 1]).view(3, 1)  # road curb, vertical, solid
+    keypoints = torch.rand(1, 18, 3) * 5
+    pred = FramePrediction(
+        meta=meta,
+        tags=torch.tensor([2, 6, 0]),
+        semantic=torch.arange(48).view(6, 8) % 19,
+        drivable=torch.full((6, 8), 2),
+        lanes=lanes,
+        detections=Instances(
+            boxes=torch.tensor([[1.0, 2.0, 3.5, 4.0]]),
+            classes=torch.tensor([2]),
+            scores=torch.tensor([0.75]),
+            track_ids=torch.tensor([41]),
+        ),
+        instances=Instances(
+            boxes=torch.tensor([[1.0, 1, 4, 3], [3, 2, 7, 5]]),
+            classes=torch.tensor([0, 2]),
+            scores=torch.tensor([0.4, 0.9]),
+            masks=masks,
+        ),
+        poses=Instances(
+            boxes=torch.tensor([[0.0, 0, 5, 5]]),
+            classes=torch.tensor([0]),
+            scores=torch.tensor([0.6]),
+            keypoints=keypoints,
+        ),
+        depth=torch.full((6, 8), 12.5),
+    )
+    writer = PredictionWriter(tmp_path)
+    writer.add(pred)
+    frames = load_frames(writer.close())
+    frame = frames[0]
+    assert (frame.name, frame.videoName, frame.frameIndex) == ("vid/vid-0000003.jpg", "vid", 3)
+    assert frame.attributes == {"weather": "clear", "scene": "highway", "timeofday": "daytime"}
+    det, ins0, ins1, pose = frame.labels
+    assert (det.id, det.category, det.score) == ("41", "car", 0.75)
+    assert (det.box2d.x1, det.box2d.y1, det.box2d.x2, det.box2d.y2) == (1.0, 2.0, 3.5, 4.0)
+    assert np.array_equal(rle_to_mask(ins0.rle), masks[0].numpy())
+    assert np.array_equal(rle_to_mask(ins1.rle), masks[1].numpy())
+    assert [n.category for n in pose.graph.nodes][:2] == ["head", "neck"]
+    assert np.allclose(
+        [n.location for n in pose.graph.nodes], keypoints[0, :, :2].numpy(), atol=1e-5
+    )
+
+    sem = read_png_unchanged(tmp_path / "masks/sem_seg/vid/vid-0000003.png")
+    assert np.array_equal(sem, (np.arange(48).reshape(6, 8) % 19).astype(np.uint8))
+    lane = decode_lanes(read_png_unchanged(tmp_path / "masks/lane/vid/vid-0000003.png"))
+    assert np.array_equal(lane, lanes.numpy())
+    inst = decode_instance_bitmask(
+        read_png_unchanged(tmp_path / "masks/ins_seg/vid/vid-0000003.png")
+    )
+    assert inst.ids.tolist() == [1, 2] and inst.categories.tolist() == [0, 2]
+    assert np.array_equal(inst.masks[1], masks[1].numpy())
+    assert np.array_equal(inst.masks[0], (masks[0] & ~masks[1]).numpy())
+    assert np.allclose(
+        decode_depth(read_png_unchanged(tmp_path / "depth/vid/vid-0000003.png")), 12.5
+    )
