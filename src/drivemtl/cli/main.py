@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from drivemtl.cli.errors import USER_ERRORS
+from drivemtl.cli.eval_files import eval_files
 from drivemtl.log import setup_logging
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.command("eval-files")(eval_files)
 
 console = Console()
 SetOption = Annotated[

@@ -1,0 +1,39 @@
+"""The `eval-files` command: table, JSON output, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from drivemtl.cli.errors import UsageError
+from drivemtl.cli.eval_files import eval_files
+
+app = typer.Typer()
+app.command("eval-files")(eval_files)
+
+
+@app.command("noop")
+def _noop() -> None:
+    """Second command so typer keeps sub-command names."""
+
+
+def test_eval_files_writes_official_keys(fixtures_dir: Path, tmp_path: Path) -> None:
+    b = fixtures_dir / "bdd100k/pose"
+    out = tmp_path / "pose.json"
+    result = CliRunner().invoke(app, ["eval-files", "--task", "pose", "--gt", str(b / "pose_sample.json"),
+                                      "--pred", str(b / "pose_preds.json"), "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "AP50" in result.output
+    data = json.loads(out.read_text())
+    assert data["AP"] == pytest.approx(14.059405940594061, abs=1e-9)
+    assert data["APl"] is None
+
+
+def test_eval_files_unknown_task(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["eval-files", "--task", "nope", "--gt", str(tmp_path),
+                                      "--pred", str(tmp_path)])  # fmt: skip
+    assert isinstance(result.exception, UsageError)

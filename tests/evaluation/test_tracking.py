@@ -1,0 +1,94 @@
+"""CLEAR / Identity rules on hand-computed sequences."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from drivemtl.evaluation.base import EvaluationInputError
+from drivemtl.evaluation.tracking import BoxTrackEvaluator, ClearAccumulator, box_iou_distance
+from drivemtl.structures.scalabel import Frame
+
+
+def _frame(i: int, labels: list[tuple[str, str, float, bool]]) -> Frame:
+    return Frame.model_validate({
+        "name": f"v-{i}.jpg", "videoName": "v", "frameIndex": i,
+        "labels": [{"id": tid, "category": cat, "score": 1.0, "attributes": {"crowd": crowd},
+                    "box2d": {"x1": x, "y1": 0, "x2": x + 9, "y2": 9}}
+                   for tid, cat, x, crowd in labels],
+    })  # fmt: skip
+
+
+def test_iou_distance_threshold() -> None:
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [0, 0, 10, 5]], np.float32)
+    d = box_iou_distance(a, b, 0.5)
+    assert d[0, 0] == 0.0
+    assert math.isnan(d[0, 1])  # IoU 1/3
+    assert d[0, 2] == pytest.approx(0.5)  # IoU exactly 0.5 is a match
+
+
+def test_switch_miss_fp_and_mota() -> None:
+    acc = ClearAccumulator()
+    near = np.array([[0.1]])
+    acc.update(np.array([1]), np.array([7]), near)  # match 1-7
+    acc.update(np.array([1]), np.array([8]), near)  # switch to 8
+    acc.update(np.array([1]), np.array([], int), np.zeros((1, 0)))  # miss
+    acc.update(np.array([1]), np.array([8]), near)  # match 1-8 again (no switch)
+    acc.update(np.array([], int), np.array([9]), np.zeros((0, 1)))  # false positive
+    counts = acc.finish()
+    assert (counts.matches, counts.switches, counts.misses, counts.false_positives) == (2, 1, 1, 1)
+    metrics = counts.metrics()
+    assert metrics["MOTA"] == pytest.approx((1 - (1 + 1 + 1) / 4) * 100)
+    assert metrics["MOTP"] == pytest.approx(90.0)
+    # identity: best pairing 1-8 shares 2 frames; 4 object + 4 hypothesis occurrences
+    assert metrics["IDF1"] == pytest.approx(2 * 2 / 8 * 100)
+    assert (metrics["MT"], metrics["FM"]) == (0, 1)  # tracked 3/4 -> partially; one gap
+    assert metrics["PT"] == 1
+
+
+def test_previous_pairing_kept_over_better_iou() -> None:
+    acc = ClearAccumulator()
+    acc.update(np.array([1, 2]), np.array([7, 8]), np.array([[0.1, np.nan], [np.nan, 0.1]]))
+    # object 1 is now closer to 8, but 1-7 is still valid: kept, so no switch
+    acc.update(np.array([1, 2]), np.array([7, 8]), np.array([[0.4, 0.0], [np.nan, 0.1]]))
+    assert acc.finish().switches == 0
+
+
+def test_crowd_region_removes_unmatched_prediction_and_overall_nan() -> None:
+    gt = [_frame(0, [("a", "car", 0, False), ("c", "car", 100, True)])]
+    pred = [_frame(0, [("1", "car", 0, False), ("2", "car", 100, False), ("3", "car", 200, False)])]
+    ev = BoxTrackEvaluator()
+    ev.update_frames(gt, pred)
+    m = ev.compute()
+    assert (m["FP"], m["FN"], m["IDSw"]) == (1, 0, 0)  # prediction 2 sits on the crowd box
+    assert m["MOTA"] == pytest.approx(0.0)
+    assert math.isnan(m["MOTA/bus"])  # no ground truth, no prediction
+    assert m["mMOTA"] == pytest.approx(0.0 / 8)
+
+
+def test_unknown_category_and_bad_ids() -> None:
+    gt = [_frame(0, [("a", "car", 0, False)])]
+    with pytest.raises(EvaluationInputError, match="unknown category"):
+        BoxTrackEvaluator().update_frames(gt, [_frame(0, [("1", "spaceship", 0, False)])])
+    lenient = BoxTrackEvaluator(strict=False)
+    lenient.update_frames(gt, [_frame(0, [("1", "spaceship", 0, False)])])
+    assert lenient.skipped["unknown category 'spaceship'"] == 1
+    with pytest.raises(EvaluationInputError, match="not an integer"):
+        BoxTrackEvaluator().update_frames(gt, [_frame(0, [("x1", "car", 0, False)])])
+
+
+def test_merge_equals_single_pass() -> None:
+    v1 = [_frame(0, [("a", "car", 0, False)])]
+    v2 = [f.model_copy(update={"videoName": "w", "name": "w-0.jpg"}) for f in v1]
+    p1 = [_frame(0, [("1", "car", 2, False)])]
+    p2 = [f.model_copy(update={"videoName": "w", "name": "w-0.jpg"}) for f in p1]
+    both = BoxTrackEvaluator()
+    both.update_frames(v1 + v2, p1 + p2)
+    a, b = BoxTrackEvaluator(), BoxTrackEvaluator()
+    a.update_frames(v1, p1)
+    b.update_frames(v2, p2)
+    a.merge(b)
+    assert a.compute()["MOTA"] == both.compute()["MOTA"] == 100.0
