@@ -12,6 +12,7 @@ from rich.table import Table
 
 from drivemtl.cli.errors import USER_ERRORS
 from drivemtl.cli.eval_files import eval_files
+from drivemtl.cli.train import pseudo_label, train
 from drivemtl.log import setup_logging
 
 app = typer.Typer(
@@ -24,6 +25,8 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.command("eval-files")(eval_files)
+app.command("train")(train)
+app.command("pseudo-label")(pseudo_label)
 
 console = Console()
 SetOption = Annotated[

@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivemtl.data.config import DataConfig
+from drivemtl.engine.config import RecipeConfig, TrainConfig
+
 
 class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors, values are validated on assignment."""
@@ -54,3 +57,6 @@ class RunConfig(StrictModel):
     seed: int = 0
     output_dir: Path = Path("runs")
     model: ModelConfig = Field(default_factory=ModelConfig)
+    recipe: RecipeConfig | None = Field(None, description="training stages (`drivemtl train`)")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    data: DataConfig | None = Field(None, description="image sets and sampling (`drivemtl.data`)")

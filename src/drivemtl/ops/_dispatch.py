@@ -20,8 +20,8 @@ def torchvision_ops() -> ModuleType | None:
     if os.environ.get("DRIVEMTL_NO_TORCHVISION", "") not in ("", "0"):
         return None
     try:
-        import torchvision.ops as tv_ops  # noqa: PLC0415 - optional, heavy, GPU machines only
-    except Exception:  # noqa: BLE001 - any import failure (missing CUDA libs, ABI) means "absent"
+        import torchvision.ops as tv_ops  # optional: GPU machines only
+    except Exception:  # missing CUDA libs, ABI mismatch: "absent"
         return None
     return tv_ops
 
@@ -34,5 +34,7 @@ def use_torchvision(impl: str) -> ModuleType | None:
         return None
     ops = torchvision_ops()
     if impl == "torchvision" and ops is None:
-        raise RuntimeError("impl='torchvision' requested but torchvision.ops cannot be imported here")
+        raise RuntimeError(
+            "impl='torchvision' requested but torchvision.ops cannot be imported here"
+        )
     return ops

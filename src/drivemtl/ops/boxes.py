@@ -17,7 +17,9 @@ DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 
 def _check_boxes(boxes: Tensor, name: str = "boxes") -> None:
     if boxes.shape[-1] != 4:
-        raise ValueError(f"{name}: expected last dimension 4 (x1, y1, x2, y2), got {tuple(boxes.shape)}")
+        raise ValueError(
+            f"{name}: expected last dimension 4 (x1, y1, x2, y2), got {tuple(boxes.shape)}"
+        )
 
 
 def box_area(boxes: Tensor) -> Tensor:
@@ -108,7 +110,12 @@ def encode_boxes(
     gx = reference_boxes[..., 0] + 0.5 * gw
     gy = reference_boxes[..., 1] + 0.5 * gh
     return torch.stack(
-        (wx * (gx - px) / pw, wy * (gy - py) / ph, ww * torch.log(gw / pw), wh * torch.log(gh / ph)),
+        (
+            wx * (gx - px) / pw,
+            wy * (gy - py) / ph,
+            ww * torch.log(gw / pw),
+            wh * torch.log(gh / ph),
+        ),
         dim=-1,
     )
 
@@ -126,7 +133,9 @@ def decode_boxes(
     """
     _check_boxes(boxes)
     if deltas.shape[-1] % 4 != 0:
-        raise ValueError(f"decode_boxes: deltas last dimension must be a multiple of 4, got {tuple(deltas.shape)}")
+        raise ValueError(
+            f"decode_boxes: deltas last dimension must be a multiple of 4, got {tuple(deltas.shape)}"
+        )
     groups = deltas.shape[-1] // 4
     deltas = deltas.reshape(*deltas.shape[:-1], groups, 4)
     boxes = boxes.to(deltas.dtype).unsqueeze(-2)

@@ -1,0 +1,69 @@
+"""`drivemtl train` and `drivemtl pseudo-label` (registered by `drivemtl.cli.main`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from drivemtl.cli.errors import UsageError
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: --set recipe.stages.0.steps=10"),
+]
+
+
+def train(
+    config: Annotated[Path, typer.Argument(help="Run config YAML (model, data, recipe).")],
+    overrides: SetOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    devices: Annotated[int | None, typer.Option("--devices", help="Devices per node.")] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="32-true, bf16-mixed or 16-mixed.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show the rich progress bar.")] = True,
+) -> None:
+    """Train the recipe of CONFIG stage by stage into a run directory."""
+    from drivemtl.config import load_config
+    from drivemtl.engine.trainer import run_recipe
+
+    if precision is not None and precision not in ("32-true", "bf16-mixed", "16-mixed"):
+        raise UsageError(f"--precision {precision}: expected 32-true, bf16-mixed or 16-mixed")
+    if devices is not None and devices < 1:
+        raise UsageError(f"--devices {devices}: expected a positive number")
+    cfg = load_config(config, overrides=overrides or [])
+    if resume and out is None:
+        raise UsageError("--resume needs --out DIR (the run directory to continue)")
+    result = run_recipe(
+        cfg, out, resume=resume, devices=devices, precision=precision, progress=progress
+    )
+    typer.echo(f"final weights: {result.final_weights}")
+
+
+def pseudo_label(
+    config: Annotated[Path, typer.Argument(help="Run config YAML of the teacher model and data.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Teacher .safetensors.")],
+    sets: Annotated[list[str], typer.Option("--sets", help="Image sets to label (repeatable).")],
+    tasks: Annotated[list[str], typer.Option("--tasks", help="Tasks to label (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    overrides: SetOption = None,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
+    box_score: Annotated[float, typer.Option(help="Keep boxes with score >= this.")] = 0.5,
+    semantic_confidence: Annotated[
+        float, typer.Option(help="Semantic / drivable pixels below this become ignore.")
+    ] = 0.3,
+    joint_score: Annotated[float, typer.Option(help="Drop pose joints below this.")] = 0.2,
+) -> None:
+    """Run a teacher over images lacking TASKS' labels and write pseudo labels (canonical format)."""
+    from drivemtl.config import load_config
+    from drivemtl.engine.pseudo_label import PseudoLabelRules, write_pseudo_labels
+
+    cfg = load_config(config, overrides=overrides or [])
+    rules = PseudoLabelRules(
+        box_score=box_score, semantic_confidence=semantic_confidence, joint_score=joint_score
+    )
+    card = write_pseudo_labels(cfg, checkpoint, sets, tasks, out, rules, batch_size=batch_size)
+    typer.echo(f"pseudo labels: {card}")

@@ -1,0 +1,148 @@
+"""Typed description of the data: image sets, their readers and tasks, label settings, transforms.
+
+Lives in the `data:` section of a run config, or in its own YAML file (`load_data_config`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TASKS: tuple[str, ...] = (
+    "tagging", "semantic", "drivable", "lanes", "detection", "instance", "pose", "depth",
+    "normals", "edges", "mot", "mots", "flow",
+)  # fmt: skip
+VIDEO_TASKS: frozenset[str] = frozenset({"mot", "mots", "flow"})
+
+
+class StrictModel(BaseModel):
+    """Config base: unknown keys are errors (same policy as `drivemtl.config.schema`, which imports
+    this module, hence no import the other way)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_tasks(tasks: list[str]) -> list[str]:
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
+    return tasks
+
+
+class SubsetConfig(StrictModel):
+    """Keep part of a set: `frames` frames from `offset` (in the reader's order), or named frames."""
+
+    frames: int | None = Field(None, gt=0)
+    offset: int = Field(0, ge=0)
+    names_file: Path | None = Field(None, description="text file, one frame name per line")
+
+
+class ImageSetConfig(StrictModel):
+    """One image set: a reader over a root folder and the tasks its frames are labelled for.
+
+    `paths` override the reader's default relative paths (keys such as `images`, `labels`,
+    `<task>`); every path and the root may contain `{split}`. `categories` names the instance
+    class list (a builtin such as `det` / `box_track` or an official BDD100K `.toml`).
+    """
+
+    reader: str = "bdd100k"
+    root: Path
+    tasks: list[str]
+    splits: list[str] | None = Field(None, description="splits this set belongs to; None = all")
+    paths: dict[str, str] = Field(default_factory=dict)
+    categories: str = "det"
+    subset: SubsetConfig | None = None
+    pseudo_labels: dict[str, Path] = Field(
+        default_factory=dict, description="task -> label source replacing the set's own labels"
+    )
+    reference: Literal["none", "next", "random"] = Field(
+        "none", description="video sets: attach a reference frame (next frame, or random nearby)"
+    )
+    reference_range: int = Field(3, ge=1, description="max frame distance for reference=random")
+    load_size: tuple[int, int] | None = Field(
+        None, description="(H, W) to resize to while reading (intrinsics scaled to match)"
+    )
+
+    _tasks = field_validator("tasks")(_check_tasks)
+
+
+class LabelSelection(StrictModel):
+    """One set's part in a label setting: the tasks kept and an optional frame subset."""
+
+    tasks: list[str] | None = None
+    subset: SubsetConfig | None = None
+
+    _tasks = field_validator("tasks")(lambda v: v if v is None else _check_tasks(v))
+
+
+class TransformConfig(StrictModel):
+    """Augmentation and normalisation (training) or plain resize + normalisation (evaluation)."""
+
+    heights: list[int] = Field(default_factory=lambda: [360], description="train: random choice")
+    test_height: int | None = Field(None, description="eval height; None = first of `heights`")
+    max_width: int | None = None
+    resize: bool = True
+    crop: tuple[int, int] | None = Field(None, description="train random crop (H, W)")
+    flip: float = Field(0.5, ge=0.0, le=1.0)
+    photometric: bool = False
+    normalize: bool = True
+    mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+
+class DataConfig(StrictModel):
+    """Every image set of a run, the active label setting, error policy and transforms."""
+
+    sets: dict[str, ImageSetConfig]
+    label_settings: dict[str, dict[str, LabelSelection]] = Field(default_factory=dict)
+    label_setting: str | None = None
+    on_error: Literal["raise", "skip"] = "raise"
+    transforms: TransformConfig = Field(default_factory=TransformConfig)
+    size_divisor: int = Field(32, gt=0)
+
+    @model_validator(mode="after")
+    def _known_names(self) -> DataConfig:
+        if self.label_setting is not None and self.label_setting not in self.label_settings:
+            known = ", ".join(sorted(self.label_settings)) or "(none defined)"
+            raise ValueError(f"label_setting {self.label_setting!r} is not defined; known: {known}")
+        for setting, selections in self.label_settings.items():
+            for name in selections:
+                if name not in self.sets:
+                    raise ValueError(f"label_settings.{setting} names unknown image set {name!r}")
+        return self
+
+
+def load_data_config(path: str | Path, overrides: list[str] | None = None) -> DataConfig:
+    """Read a dataset YAML (with `_base_` and `--set` overrides) into a DataConfig."""
+    from drivemtl.config.loader import load_config
+
+    return load_config(path, DataConfig, overrides or [])
+
+
+def data_config_from_card(
+    directory: str | Path, reference: Literal["none", "next", "random"] = "none", **options: object
+) -> DataConfig:
+    """A DataConfig over every image set listed in a synthetic dataset's `dataset.yaml` card.
+
+    Video sets get `reference`; `options` are further DataConfig fields (transforms, on_error ...).
+    """
+    import yaml
+
+    directory = Path(directory)
+    card_path = directory / "dataset.yaml"
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{card_path}: dataset card not found (not a synthetic dataset?)")
+    card = yaml.safe_load(card_path.read_text(encoding="utf-8")) or {}
+    if not isinstance(card.get("sets"), dict) or not card["sets"]:
+        raise ValueError(f"{card_path}: no `sets` mapping in the dataset card")
+    sets = {}
+    for name, spec in card["sets"].items():
+        set_cfg: dict[str, object] = {"root": str(directory / name), "tasks": list(spec["tasks"])}
+        if spec.get("labels"):
+            set_cfg["paths"] = {"labels": str(spec["labels"])}
+        if spec.get("videos"):
+            set_cfg["reference"] = reference
+        sets[name] = set_cfg
+    return DataConfig.model_validate({"sets": sets, **options})

@@ -1,0 +1,49 @@
+"""Dataset presets: which image sets to write, with which labels, and how big each one is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ALL_TASKS: tuple[str, ...] = (
+    "tagging", "semantic", "drivable", "lanes", "detection", "instance", "pose", "depth",
+    "normals", "edges", "mot", "mots", "flow",
+)  # fmt: skip
+CLIP_FRAMES = 8  # frames per video clip (1.6 s at 5 fps)
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    """One image set: its tasks, its share of `--num-frames`, and whether it holds video clips."""
+
+    name: str
+    tasks: tuple[str, ...]
+    share: float
+    videos: bool
+
+
+PRESETS: dict[str, tuple[SetSpec, ...]] = {
+    "bdd-sets": (
+        SetSpec("detection", ("tagging", "detection", "pose", "drivable", "lanes"), 0.5, False),
+        SetSpec("segmentation", ("semantic", "instance"), 0.2, False),
+        SetSpec("tracking", ("mot", "mots"), 0.3, True),
+    ),
+    "lv-disjoint-normal": (
+        SetSpec("drivable", ("drivable",), 20 / 37, False),
+        SetSpec("detection", ("detection",), 10 / 37, False),
+        SetSpec("semantic", ("semantic",), 7 / 37, False),
+    ),
+    "lv-disjoint-balance": (
+        SetSpec("drivable", ("drivable",), 1 / 3, False),
+        SetSpec("detection", ("detection",), 1 / 3, False),
+        SetSpec("semantic", ("semantic",), 1 / 3, False),
+    ),
+    "lv-full": (SetSpec("full", ("drivable", "detection", "semantic"), 1.0, False),),
+    "dense": (SetSpec("dense", ("semantic", "depth", "normals", "edges"), 1.0, False),),
+    "all": (SetSpec("all", ALL_TASKS, 1.0, True),),
+}
+
+
+def set_sizes(preset: str, num_frames: int) -> list[tuple[SetSpec, int]]:
+    """Frames per set for `num_frames` in total (every set gets at least one frame)."""
+    specs = PRESETS[preset]
+    return [(spec, max(1, round(spec.share * num_frames))) for spec in specs]

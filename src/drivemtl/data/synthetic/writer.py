@@ -1,0 +1,113 @@
+"""Write rendered frames in the canonical layout: JPEG images, Scalabel frames, BDD100K bitmasks
+and KITTI-style 16-bit PNGs (see docs/data_format.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from drivemtl.data.png_codecs import (
+    FLAG_OCCLUDED,
+    FLAG_TRUNCATED,
+    encode_depth,
+    encode_flow,
+    encode_instance_rgba,
+    encode_normals,
+    write_png,
+)
+from drivemtl.data.synthetic.render import THING_INDEX, SynthFrame
+from drivemtl.structures.bdd import LANE_CATEGORIES, LANE_DIRECTIONS, LANE_STYLES, POSE_JOINTS
+from drivemtl.structures.scalabel import Box2D, Frame, Graph, ImageSize, Label, Node, Poly2D
+
+JPEG_QUALITY = 92
+BOX_TASKS = {"detection", "instance", "mot", "mots", "pose"}
+PERSONS = {"pedestrian", "rider"}
+
+
+def frame_label(frame: SynthFrame, name: str, tasks: set[str], video: str | None) -> Frame:
+    """The Scalabel frame of `frame` holding only the labels of `tasks`."""
+    labels: list[Label] = []
+    if tasks & BOX_TASKS:
+        for obj in frame.objects:
+            if obj.category not in THING_INDEX and "detection" not in tasks:
+                continue
+            if not tasks & (BOX_TASKS - {"pose"}) and obj.category not in PERSONS:
+                continue
+            graph = None
+            if "pose" in tasks and obj.keypoints is not None:
+                graph = Graph(
+                    nodes=[
+                        Node(location=(round(float(x), 2), round(float(y), 2)), category=joint,
+                             id=f"{obj.track_id}-{j}", visibility="V" if v > 0 else "N")
+                        for j, (joint, (x, y, v)) in enumerate(zip(POSE_JOINTS, obj.keypoints, strict=True))
+                    ],
+                    type="Pose2D-18Joints",
+                )  # fmt: skip
+            labels.append(Label(
+                id=str(obj.track_id), category=obj.category,
+                attributes={"occluded": obj.occluded, "truncated": obj.truncated, "crowd": False},
+                box2d=Box2D(x1=obj.box[0], y1=obj.box[1], x2=obj.box[2], y2=obj.box[3]),
+                graph=graph,
+            ))  # fmt: skip
+    if "lanes" in tasks:
+        for k, lane in enumerate(frame.lane_lines):
+            labels.append(Label(
+                id=f"lane-{k}", category=LANE_CATEGORIES[lane.category],
+                attributes={
+                    "laneDirection": LANE_DIRECTIONS[lane.direction],
+                    "laneStyle": LANE_STYLES[lane.style],
+                    "laneCategory": LANE_CATEGORIES[lane.category],
+                },
+                poly2d=[Poly2D(
+                    vertices=[(round(float(x), 2), round(float(y), 2)) for x, y in lane.vertices],
+                    types="L" * len(lane.vertices), closed=False,
+                )],
+            ))  # fmt: skip
+    h, w = frame.semantic.shape
+    return Frame(
+        name=name,
+        videoName=video,
+        frameIndex=frame.frame_index if video is not None else None,
+        attributes=dict(frame.tags) if "tagging" in tasks else None,
+        size=ImageSize(width=w, height=h),
+        labels=labels,
+    )
+
+
+def write_frame(root: Path, name: str, frame: SynthFrame, tasks: set[str]) -> None:
+    """Write the image and the label files of `tasks` for `frame` under the set folder `root`."""
+    stem = str(Path(name).with_suffix(".png"))
+    image_path = root / "images" / name
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    ok, data = cv2.imencode(
+        ".jpg", frame.image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    )
+    if not ok:
+        raise OSError(f"{image_path}: OpenCV could not encode the JPEG")
+    image_path.write_bytes(data.tobytes())
+    if "semantic" in tasks:
+        write_png(root / "masks" / "semantic" / stem, frame.semantic)
+    if "drivable" in tasks:
+        write_png(root / "masks" / "drivable" / stem, frame.drivable)
+    if "lanes" in tasks:
+        write_png(root / "masks" / "lanes" / stem, frame.lanes)
+    if tasks & {"instance", "mots"}:
+        flags = np.zeros(int(frame.instance_ids.max(initial=0)) + 1, np.uint8)
+        for obj in frame.things:
+            flags[obj.track_id] = FLAG_TRUNCATED * obj.truncated + FLAG_OCCLUDED * obj.occluded
+        rgba = encode_instance_rgba(
+            frame.instance_category, frame.instance_ids, flags[frame.instance_ids]
+        )
+        write_png(root / "masks" / "instance" / stem, rgba)
+    if "edges" in tasks:
+        write_png(root / "masks" / "edges" / stem, frame.edges)
+    if "depth" in tasks:
+        write_png(root / "depth" / stem, encode_depth(frame.depth))
+    if "normals" in tasks:
+        write_png(root / "normals" / stem, encode_normals(frame.normals))
+    if "flow" in tasks:
+        if frame.flow is None or frame.flow_valid is None:
+            raise ValueError(f"frame {name}: flow requested but not rendered")
+        write_png(root / "flow" / stem, encode_flow(frame.flow, frame.flow_valid))

@@ -1,0 +1,171 @@
+"""The LightningModule of one training stage: multi-task step, NaN guard, exact-resume state.
+
+It wraps a model with `losses(batch, tasks)` (MultiTaskNet) and a loss weighting strategy; the
+multi-task logic itself lives in `engine.step`, `engine.stages` and `engine.loss_weighting`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from drivemtl.engine.config import OptimizerConfig, ScheduleConfig
+from drivemtl.engine.loss_weighting import LossWeighting
+from drivemtl.engine.nan_guard import NanGuard
+from drivemtl.engine.stages import (
+    build_optimizer,
+    build_scheduler,
+    freeze_norm_statistics,
+    no_decay_names,
+)
+from drivemtl.engine.step import multitask_step
+from drivemtl.structures.batch import Batch
+
+STATE_KEY = "drivemtl"
+
+
+@dataclass
+class StageSettings:
+    """What the module needs to know about its stage."""
+
+    name: str
+    tasks: list[str]
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig
+    total_steps: int
+    steps_per_unit: int = 1
+    max_nonfinite_steps: int = 5
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()  # noqa: NPY002 (global state on purpose)
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": list(random.getstate()[1]),
+        "python_gauss": random.getstate()[2],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002 (global state on purpose)
+    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
+
+
+class MultiTaskModule(L.LightningModule):
+    """Trains `model` on a stage's tasks; logs per-task losses, weights, lr and images/s.
+
+    The checkpoint carries, besides weights and optimiser state, the NaN-guard counters, the
+    number of batches consumed in the stage and the random states, so a resumed stage continues
+    bit-exactly (see `engine.trainer`).
+    """
+
+    def __init__(self, model: nn.Module, weighting: LossWeighting, settings: StageSettings) -> None:
+        super().__init__()
+        self.model = model
+        self.weighting = weighting
+        self.settings = settings
+        self.guard = NanGuard(settings.max_nonfinite_steps)
+        self.batches_consumed = 0
+        self._restored_rng: dict[str, Any] | None = None
+        self._last_batch_time: float | None = None
+
+    # -- training -------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> MultiTaskModule:
+        """Switch mode; frozen normalisation layers stay in eval (their statistics stay fixed)."""
+        super().train(mode)
+        if mode:
+            freeze_norm_statistics(self.model)
+        return self
+
+    def on_train_start(self) -> None:
+        """Enter train mode (frozen norms in eval) and restore a resumed run's random states."""
+        self.train()
+        if self._restored_rng is not None:
+            _set_rng_state(self._restored_rng)
+            self._restored_rng = None
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        """Count consumed batches (batch_idx continues across a resume)."""
+        self.batches_consumed = batch_idx + 1
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        """Weighted multi-task loss; None (step skipped) when it is NaN / Inf on any rank."""
+        out = multitask_step(self.model, self.weighting, batch, self.settings.tasks)
+        nonfinite = torch.tensor(0.0 if out.finite else 1.0, device=out.total.device)
+        if dist.is_available() and dist.is_initialized() and self.trainer.world_size > 1:
+            dist.all_reduce(nonfinite, op=dist.ReduceOp.MAX)
+        if float(nonfinite) > 0:
+            self.guard.record_nonfinite(out.losses, self.global_step, self.settings.name)
+            self.log("train/skipped_steps", float(self.guard.skipped_total), sync_dist=False)
+            return None
+        self.guard.consecutive = 0
+        n = len(batch)
+        self.log("loss/total", out.total.detach(), prog_bar=True, batch_size=n)
+        for task, value in out.losses.items():
+            if out.present[task]:
+                self.log(f"loss/{task}", value.detach(), prog_bar=True, batch_size=n)
+            self.log(f"weight/{task}", out.weights[task], batch_size=n)
+        return out.total
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        """Log throughput (images/s over all ranks, data loading included)."""
+        now = time.perf_counter()
+        if self._last_batch_time is not None:
+            elapsed = max(now - self._last_batch_time, 1e-9)
+            rate = len(batch) * self.trainer.world_size / elapsed
+            self.log("images_per_s", rate, prog_bar=True, batch_size=len(batch))
+        self._last_batch_time = now
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """The stage's optimiser over trainable parameters and a per-step lr schedule."""
+        named = [(f"model.{n}", p) for n, p in self.model.named_parameters()]
+        named += [(f"weighting.{n}", p) for n, p in self.weighting.named_parameters()]
+        exempt = {f"model.{n}" for n in no_decay_names(self.model)}
+        optimizer = build_optimizer(named, self.settings.optimizer, exempt)
+        scheduler = build_scheduler(
+            optimizer,
+            self.settings.schedule,
+            self.settings.total_steps,
+            self.settings.steps_per_unit,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # -- checkpoint state --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add stage name, consumed batches, NaN-guard counters and random states."""
+        checkpoint[STATE_KEY] = {
+            "stage": self.settings.name,
+            "batches_consumed": self.batches_consumed,
+            "nan_guard": self.guard.state_dict(),
+            "rng": _rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore what `on_save_checkpoint` added (random states are applied at train start)."""
+        state = checkpoint.get(STATE_KEY)
+        if state is None:
+            raise ValueError("checkpoint was not written by the DriveMTL engine")
+        if state["stage"] != self.settings.name:
+            raise ValueError(
+                f"checkpoint belongs to stage '{state['stage']}', not '{self.settings.name}'"
+            )
+        self.batches_consumed = int(state["batches_consumed"])
+        self.guard.load_state_dict(state["nan_guard"])
+        self._restored_rng = state["rng"]
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "resume_from"):
+            datamodule.resume_from(self.batches_consumed)

@@ -1,0 +1,183 @@
+"""Pseudo labels: run a trained teacher over image sets and write its confident predictions in the
+canonical format, so a later stage can add them as a label source (`StageConfig.pseudo_labels`).
+
+Rules (configurable): boxes kept at score >= 0.5; semantic / drivable pixels with confidence below
+0.3 set to ignore (255); pose joints scoring below 0.2 dropped. Output layout::
+
+    OUT/pseudo_labels.yaml                 card: teacher, rules, sets -> task -> label path
+    OUT/<SET>/labels.json                  Scalabel frames (tagging, detection, pose labels)
+    OUT/<SET>/masks/<task>/<frame>.png     semantic / drivable bitmasks
+
+They live outside the ground-truth folders and are only read through a stage's `pseudo_labels`, so
+evaluation (which reads the data config) never sees them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+
+from drivemtl.config.schema import RunConfig
+from drivemtl.data import build_dataset, build_transforms
+from drivemtl.engine.checkpoint import load_into, load_weights
+from drivemtl.engine.plan import PSEUDO_CARD, RecipeError
+from drivemtl.structures.batch import collate
+from drivemtl.structures.bdd import IGNORE_INDEX, POSE_JOINTS, TAG_ATTRIBUTES, THING_CLASSES
+from drivemtl.structures.predictions import FramePrediction
+from drivemtl.structures.scalabel import Box2D, Frame, Graph, Label, Node, save_frames
+
+JSON_TASKS = ("tagging", "detection", "pose")
+MASK_TASKS = ("semantic", "drivable")
+SUPPORTED = JSON_TASKS + MASK_TASKS
+
+
+@dataclass(frozen=True)
+class PseudoLabelRules:
+    """Confidence thresholds of the teacher's predictions that become labels."""
+
+    box_score: float = 0.5
+    semantic_confidence: float = 0.3
+    joint_score: float = 0.2
+
+
+def confident_mask(
+    classes: torch.Tensor, confidence: torch.Tensor | None, threshold: float
+) -> np.ndarray:
+    """uint8 class map with pixels below `threshold` confidence set to ignore (255)."""
+    out = classes.to(torch.int64).clone()
+    if confidence is not None:
+        out[confidence < threshold] = IGNORE_INDEX
+    return out.clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def _box_labels(pred: FramePrediction, rules: PseudoLabelRules, with_pose: bool) -> list[Label]:
+    labels: list[Label] = []
+    dets = pred.poses if with_pose and pred.poses is not None else pred.detections
+    if dets is None:
+        return labels
+    scores = dets.scores if dets.scores is not None else torch.ones(len(dets))
+    for i in range(len(dets)):
+        if float(scores[i]) < rules.box_score:
+            continue
+        x1, y1, x2, y2 = (float(v) for v in dets.boxes[i])
+        graph = None
+        if with_pose and dets.keypoints is not None:
+            nodes = [
+                Node(location=(float(x), float(y)), category=POSE_JOINTS[j], visibility="V")
+                for j, (x, y, s) in enumerate(dets.keypoints[i].tolist())
+                if s >= rules.joint_score
+            ]
+            graph = Graph(nodes=nodes, type="Pose2D-18Joints_Pred")
+        labels.append(
+            Label(
+                id=f"pseudo-{'pose' if with_pose else 'det'}-{i}",
+                category="pedestrian" if with_pose else THING_CLASSES[int(dets.classes[i])],
+                score=float(scores[i]),
+                box2d=Box2D(x1=x1, y1=y1, x2=max(x1, x2), y2=max(y1, y2)),
+                graph=graph,
+            )
+        )
+    return labels
+
+
+def _frame(pred: FramePrediction, tasks: list[str], rules: PseudoLabelRules) -> Frame:
+    attributes = None
+    if "tagging" in tasks and pred.tags is not None:
+        attributes = {
+            key: values[int(pred.tags[k])] for k, (key, values) in enumerate(TAG_ATTRIBUTES.items())
+        }
+    labels: list[Label] = []
+    if "detection" in tasks:
+        labels += _box_labels(pred, rules, with_pose=False)
+    if "pose" in tasks:
+        labels += _box_labels(pred, rules, with_pose=True)
+    meta = pred.meta
+    return Frame(
+        name=meta.name,
+        videoName=meta.video,
+        frameIndex=meta.frame_index,
+        attributes=attributes,
+        labels=labels,
+    )
+
+
+@torch.no_grad()
+def write_pseudo_labels(
+    config: RunConfig,
+    checkpoint: str | Path,
+    sets: list[str],
+    tasks: list[str],
+    out_dir: str | Path,
+    rules: PseudoLabelRules | None = None,
+    batch_size: int = 4,
+    device: str = "cpu",
+) -> Path:
+    """Label `sets` for `tasks` with the teacher in `checkpoint`; returns the card's path."""
+    from drivemtl.models import build_model
+
+    rules = rules or PseudoLabelRules()
+    data = config.data  # type: ignore[attr-defined]
+    if data is None:
+        raise RecipeError("pseudo-label: the config has no `data` section")
+    unknown = [s for s in sets if s not in data.sets]
+    if unknown:
+        raise RecipeError(
+            f"pseudo-label: sets {unknown} are not in data.sets ({sorted(data.sets)})"
+        )
+    bad = [t for t in tasks if t not in SUPPORTED or t not in config.model.tasks]
+    if bad:
+        raise RecipeError(
+            f"pseudo-label: tasks {bad} cannot be pseudo-labelled by this model "
+            f"(supported: {list(SUPPORTED)}; model tasks: {list(config.model.tasks)})"
+        )
+    model = build_model(config.model)
+    load_into(model, load_weights(checkpoint), source=str(checkpoint))
+    model.eval().to(device)
+    out = Path(out_dir)
+    card_sets: dict[str, dict[str, str]] = {}
+    transform = build_transforms(data.transforms, train=False)
+    for set_name in sets:
+        subset = data.model_copy(
+            update={"sets": {set_name: data.sets[set_name]}, "label_setting": None}
+        )
+        dataset = build_dataset(subset, "train", transform=transform)
+        frames: list[Frame] = []
+        for start in range(0, len(dataset), batch_size):
+            samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            batch = collate(samples, data.size_divisor).to(device)
+            for pred in model.predict(batch, tasks):
+                frames.append(_frame(pred, tasks, rules))
+                for task in MASK_TASKS:
+                    if task not in tasks:
+                        continue
+                    classes = getattr(pred, task)
+                    conf = pred.semantic_confidence if task == "semantic" else None
+                    conf = getattr(pred, f"{task}_confidence", conf)
+                    path = (
+                        out / set_name / "masks" / task / Path(pred.meta.name).with_suffix(".png")
+                    )
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    cv2.imwrite(str(path), confident_mask(classes, conf, rules.semantic_confidence))
+        entry: dict[str, str] = {}
+        if any(t in JSON_TASKS for t in tasks):
+            save_frames(frames, out / set_name / "labels.json")
+        for task in tasks:
+            entry[task] = (
+                f"{set_name}/labels.json" if task in JSON_TASKS else f"{set_name}/masks/{task}"
+            )
+        card_sets[set_name] = entry
+    card = {
+        "pseudo_labels": True,
+        "teacher": str(Path(checkpoint).resolve()),
+        "rules": asdict(rules),
+        "sets": card_sets,
+    }
+    path = out / PSEUDO_CARD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(card, sort_keys=False), encoding="utf-8")
+    return path

@@ -1,0 +1,108 @@
+"""Semantic-FPN dense decoder (Kirillov et al. 2019) as used by VTDNet's segmentation decoders.
+
+Each FPN level is brought to P2's scale by repeated (conv3x3 + GN + ReLU + 2x bilinear upsampling)
+stages, the maps are summed, and per-output conv branches predict at stride 4 before a final
+bilinear upsampling to the padded input size. One class serves semantic, drivable, lanes (three
+branches), depth, normals and edges; only the branch channels differ.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from drivemtl.models.heads.features import Features, FeatureSpec
+
+
+def _groups(channels: int) -> int:
+    for groups in (32, 16, 8, 4, 2):
+        if channels % groups == 0:
+            return groups
+    return 1
+
+
+def conv_gn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 convolution + GroupNorm + ReLU (the building block of every decoder here)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.GroupNorm(_groups(out_channels), out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _ScaleBranch(nn.Module):
+    """Brings one FPN level from stride 4 * 2**k to stride 4 with k conv + upsampling stages."""
+
+    def __init__(self, in_channels: int, channels: int, upsamplings: int) -> None:
+        super().__init__()
+        stages = max(upsamplings, 1)
+        self.convs = nn.ModuleList(
+            conv_gn_relu(in_channels if i == 0 else channels, channels) for i in range(stages)
+        )
+        self.upsamplings = upsamplings
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if i < self.upsamplings:
+                x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return x
+
+
+class SemanticFPNDecoder(nn.Module):
+    """Aggregates pixel features at stride 4 and predicts one or more dense maps at input size.
+
+    `outputs` maps a branch name to its channel count (e.g. {"logits": 19} or, for lanes,
+    {"category": 9, "direction": 3, "style": 3}); `forward` returns a dict of [B, C, H, W] maps at
+    the padded input size, keyed like `outputs`.
+    """
+
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        outputs: dict[str, int],
+        channels: int = 128,
+        strides: tuple[int, ...] = (4, 8, 16, 32),
+        branch_convs: int = 0,
+    ) -> None:
+        super().__init__()
+        if not outputs:
+            raise ValueError("SemanticFPNDecoder needs at least one output branch")
+        missing = [s for s in strides if s not in spec.strides]
+        if missing:
+            raise ValueError(f"decoder strides {missing} are not among the features {spec.strides}")
+        base = min(strides)
+        self.strides = tuple(strides)
+        self.base_stride = base
+        self.scales = nn.ModuleList(
+            _ScaleBranch(spec.pixel_channels, channels, (s // base).bit_length() - 1)
+            for s in strides
+        )
+        self.branches = nn.ModuleDict()
+        for name, out_channels in outputs.items():
+            layers: list[nn.Module] = [
+                conv_gn_relu(channels, channels) for _ in range(branch_convs)
+            ]
+            layers.append(nn.Conv2d(channels, out_channels, 1))
+            self.branches[name] = nn.Sequential(*layers)
+
+    def aggregate(self, features: Features) -> Tensor:
+        """Sum of every level brought to the finest stride: [B, channels, H/4, W/4]."""
+        maps = features.levels(self.strides)
+        out = self.scales[0](maps[0])
+        for scale, x in zip(self.scales[1:], maps[1:], strict=True):
+            y = scale(x)
+            if y.shape[-2:] != out.shape[-2:]:
+                y = F.interpolate(y, size=out.shape[-2:], mode="bilinear", align_corners=False)
+            out = out + y
+        return out
+
+    def forward(self, features: Features, batch: object = None) -> dict[str, Tensor]:
+        """Per-branch maps upsampled to the padded input size."""
+        shared = self.aggregate(features)
+        return {
+            name: F.interpolate(
+                branch(shared), size=features.input_size, mode="bilinear", align_corners=False
+            )
+            for name, branch in self.branches.items()
+        }

@@ -1,0 +1,168 @@
+"""RoI box head (Fast R-CNN on FPN): RoI sampling, two FC layers, class-specific regression.
+
+Classes are 0..C-1 and the background is class C. Box deltas are class-specific ([R, 4C]) with the
+standard (10, 10, 5, 5) weights. `detect` turns scores and deltas into final boxes with a score
+threshold and class-aware NMS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from drivemtl.models.heads.anchors import match_boxes, sample_matches
+from drivemtl.ops.boxes import clip_boxes, decode_boxes, encode_boxes
+from drivemtl.ops.nms import batched_nms
+from drivemtl.ops.roi_align import MultiScaleRoIAlign
+
+BOX_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+
+class RoIConfig(BaseModel):
+    """RoI sampling, box head and detection hyper-parameters (Mask R-CNN defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou: float = 0.5
+    pooler_resolution: int = 7
+    pooler_strides: tuple[int, ...] = (4, 8, 16, 32)
+    fc_dim: int = 1024
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    detections_per_image: int = 100
+    smooth_l1_beta: float = 1.0 / 9
+
+
+@dataclass
+class SampledRoIs:
+    """Per image: RoIs [Ri, 4], labels [Ri] (C = background), matched gt index [Ri] (-1 = none)."""
+
+    boxes: list[Tensor]
+    labels: list[Tensor]
+    gt_index: list[Tensor]
+
+
+@torch.no_grad()
+def sample_rois(
+    proposals: list[Tensor],
+    gt_boxes: list[Tensor | None],
+    gt_classes: list[Tensor | None],
+    gt_ignore: list[Tensor | None],
+    num_classes: int,
+    config: RoIConfig,
+) -> SampledRoIs:
+    """Match proposals (plus the ground-truth boxes themselves) to ground truth and sample them.
+
+    Images without ground truth (None) get no RoIs: they are not labelled for any box task.
+    """
+    boxes_out, labels_out, index_out = [], [], []
+    for props, boxes, classes, ignore in zip(
+        proposals, gt_boxes, gt_classes, gt_ignore, strict=True
+    ):
+        if boxes is None or classes is None:
+            boxes_out.append(props.new_zeros((0, 4)))
+            labels_out.append(torch.zeros(0, dtype=torch.int64, device=props.device))
+            index_out.append(torch.zeros(0, dtype=torch.int64, device=props.device))
+            continue
+        boxes = boxes.to(props)
+        usable = boxes if ignore is None else boxes[~ignore.to(torch.bool)]
+        candidates = torch.cat((props, usable))
+        matched = match_boxes(candidates, boxes, config.fg_iou, config.bg_iou, False, ignore)
+        pos, neg = sample_matches(matched, config.batch_size_per_image, config.positive_fraction)
+        keep = torch.cat((pos, neg))
+        gt_index = torch.cat((matched[pos], torch.full_like(neg, -1)))
+        labels = torch.cat(
+            (classes.to(props.device)[matched[pos]], torch.full_like(neg, num_classes))
+        )
+        boxes_out.append(candidates[keep])
+        labels_out.append(labels)
+        index_out.append(gt_index)
+    return SampledRoIs(boxes_out, labels_out, index_out)
+
+
+class BoxHead(nn.Module):
+    """MultiScaleRoIAlign (7x7) -> FC -> ReLU -> FC -> ReLU -> class logits [C+1], deltas [4C]."""
+
+    def __init__(self, channels: int, num_classes: int, config: RoIConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.pooler = MultiScaleRoIAlign(config.pooler_resolution, sampling_ratio=2)
+        r = config.pooler_resolution
+        self.fc1 = nn.Linear(channels * r * r, config.fc_dim)
+        self.fc2 = nn.Linear(config.fc_dim, config.fc_dim)
+        self.cls_score = nn.Linear(config.fc_dim, num_classes + 1)
+        self.bbox_pred = nn.Linear(config.fc_dim, 4 * num_classes)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def forward(self, maps: list[Tensor], boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """(class logits [R, C+1], class-specific deltas [R, 4C]) for the boxes of every image."""
+        pooled = self.pooler(maps, self.config.pooler_strides, boxes)
+        x = F.relu(self.fc1(pooled.flatten(1)))
+        x = F.relu(self.fc2(x))
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+def box_loss(
+    class_logits: Tensor,
+    box_deltas: Tensor,
+    rois: Tensor,
+    labels: Tensor,
+    matched_boxes: Tensor,
+    num_classes: int,
+    beta: float,
+) -> tuple[Tensor, Tensor]:
+    """(CE over sampled RoIs, smooth-L1 of the true class's deltas on positives / #RoIs)."""
+    if labels.numel() == 0:
+        zero = class_logits.sum() * 0.0
+        return zero, zero
+    cls = F.cross_entropy(class_logits, labels)
+    positive = torch.nonzero(labels < num_classes).squeeze(1)
+    deltas = box_deltas.view(-1, num_classes, 4)[positive, labels[positive]]
+    target = encode_boxes(matched_boxes[positive], rois[positive], BOX_WEIGHTS)
+    reg = F.smooth_l1_loss(deltas, target.to(deltas.dtype), beta=beta, reduction="sum")
+    return cls, reg / labels.numel()
+
+
+@torch.no_grad()
+def detect(
+    class_logits: Tensor,
+    box_deltas: Tensor,
+    boxes: list[Tensor],
+    image_sizes: list[tuple[int, int]],
+    num_classes: int,
+    config: RoIConfig,
+) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """Per image (boxes [N, 4], scores [N], classes [N]): threshold, class-aware NMS, top-k."""
+    probs = class_logits.float().softmax(dim=1)[:, :num_classes]
+    decoded = decode_boxes(box_deltas.float(), torch.cat(boxes).float(), BOX_WEIGHTS)
+    decoded = decoded.view(-1, num_classes, 4)
+    out_boxes, out_scores, out_classes = [], [], []
+    start = 0
+    for image_boxes, size in zip(boxes, image_sizes, strict=True):
+        n = image_boxes.shape[0]
+        scores = probs[start : start + n]
+        cand = clip_boxes(decoded[start : start + n], size)
+        start += n
+        classes = torch.arange(num_classes, device=scores.device).expand_as(scores)
+        keep = scores > config.score_threshold
+        cand, scores, classes = cand[keep], scores[keep], classes[keep]
+        wh = cand[:, 2:] - cand[:, :2]
+        valid = (wh > 1e-2).all(dim=1)
+        cand, scores, classes = cand[valid], scores[valid], classes[valid]
+        keep = batched_nms(cand, scores, classes, config.nms_threshold)
+        keep = keep[: config.detections_per_image]
+        out_boxes.append(cand[keep])
+        out_scores.append(scores[keep])
+        out_classes.append(classes[keep])
+    return out_boxes, out_scores, out_classes

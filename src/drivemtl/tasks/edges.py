@@ -1,0 +1,41 @@
+"""Semantic edges (DenseMTL): per-pixel edge probability, class-balanced binary cross entropy."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from drivemtl.structures.batch import Batch
+from drivemtl.structures.predictions import FramePrediction
+from drivemtl.tasks.base import TASKS, require_target, zero_loss
+from drivemtl.tasks.dense import DenseTask
+from drivemtl.tasks.losses import balanced_bce
+
+
+@TASKS.register("edges")
+class EdgesTask(DenseTask):
+    """Binary edge map; target [B, H, W] in {0, 1, 255 = ignore}."""
+
+    name = "edges"
+    group = "geometry"
+    fields = ("edges",)
+    metric = "F1"
+
+    def branches(self) -> dict[str, int]:
+        """One logit channel."""
+        return {"logits": 1}
+
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+        """HED class-balanced BCE over the labelled samples."""
+        selected, mask = self.select(outputs, batch)
+        if not bool(mask.any()):
+            return zero_loss(batch.images.device)
+        target = require_target(batch, "edges", self.name)[mask.to(batch.images.device)]
+        return balanced_bce(selected["logits"][:, 0], target.to(selected["logits"].device))
+
+    def postprocess(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
+        """[H, W] edge probability per sample."""
+        probs = outputs["logits"].detach().float().sigmoid()
+        predictions = self.new_predictions(batch)
+        for pred, p in zip(predictions, self.to_original(probs, batch), strict=True):
+            pred.edges = p[0]
+        return predictions

@@ -1,0 +1,122 @@
+"""Human pose: 18 BDD100K joints per detected pedestrian, Gaussian heatmaps with an MSE loss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from drivemtl.models.heads import HEADS
+from drivemtl.models.heads.features import FeatureSpec
+from drivemtl.models.heads.keypoint_head import decode_keypoints, keypoint_targets
+from drivemtl.models.heads.mask_head import RoIHeadOutputs
+from drivemtl.structures.batch import Batch
+from drivemtl.structures.bdd import POSE_FLIP_PAIRS, POSE_JOINTS, THING_CLASSES
+from drivemtl.structures.instances import Instances
+from drivemtl.structures.predictions import FramePrediction
+from drivemtl.tasks.base import TASKS, HeadOptions, Task, empty_predictions, zero_loss
+from drivemtl.tasks.coords import boxes_to_original, points_to_original
+
+
+class PoseOptions(HeadOptions):
+    """Keypoint head options; `person_classes` are THING_CLASSES names that carry poses."""
+
+    type: str = "keypoint_rcnn"
+    detector: dict[str, Any] = Field(
+        default_factory=dict,
+        description="detection head options when detection itself is not a task",
+    )
+    channels: int = Field(512, gt=0)
+    num_convs: int = Field(8, ge=0)
+    resolution: int = Field(14, gt=0, description="RoIAlign size; heatmaps are 4x as large")
+    sigma: float = Field(2.0, gt=0.0, description="Gaussian std of the targets, heatmap pixels")
+    person_classes: tuple[str, ...] = ("pedestrian",)
+
+
+def flip_joints(keypoints: Tensor) -> Tensor:
+    """Swap left / right joints of [N, K, 3] keypoints (after un-flipping coordinates)."""
+    out = keypoints.clone()
+    for left, right in POSE_FLIP_PAIRS:
+        out[:, left], out[:, right] = keypoints[:, right], keypoints[:, left]
+    return out
+
+
+@TASKS.register("pose")
+class PoseTask(Task):
+    """Keypoints [N, 18, 3] of pedestrians; target `Batch.instances` with `keypoints`."""
+
+    name = "pose"
+    group = "localization"
+    fields = ("instances",)
+    metric = "AP"
+    Options = PoseOptions
+    requires = ("detection",)
+
+    def build_head(self, spec: FeatureSpec) -> nn.Module:
+        """Keypoint head for the configured person classes."""
+        o = self.options
+        unknown = [c for c in o.person_classes if c not in THING_CLASSES]
+        if unknown:
+            raise ValueError(f"pose person_classes {unknown} are not in {THING_CLASSES}")
+        return HEADS.get(o.type)(
+            spec,
+            len(POSE_JOINTS),
+            person_classes=tuple(THING_CLASSES.index(c) for c in o.person_classes),
+            channels=o.channels,
+            num_convs=o.num_convs,
+            resolution=o.resolution,
+        )
+
+    def loss(self, outputs: RoIHeadOutputs, batch: Batch) -> Tensor:
+        """MSE between predicted and Gaussian heatmaps, averaged over valid joints."""
+        mask = self.labeled(batch)
+        if not bool(mask.any()):
+            return zero_loss(batch.images.device)
+        if outputs.gt_index is None:
+            raise ValueError("pose loss needs outputs of a forward pass with targets")
+        size = outputs.logits.shape[-1]
+        errors = []
+        start = 0
+        for i, (boxes, gt) in enumerate(zip(outputs.boxes, outputs.gt_index, strict=True)):
+            n = boxes.shape[0]
+            rows = outputs.logits[start : start + n]
+            start += n
+            if not bool(mask[i]) or n == 0:
+                continue
+            inst = batch.instances[i]
+            if inst is None or inst.keypoints is None:
+                raise ValueError(f"frame {batch.metas[i].name}: labelled for pose, no keypoints")
+            keypoints = inst.keypoints.to(rows.device).float()[gt]
+            targets, valid = keypoint_targets(keypoints, boxes, size, self.options.sigma)
+            per_joint = ((rows - targets.to(rows.dtype)) ** 2).mean(dim=(-2, -1))
+            errors.append(per_joint[valid])
+        if not errors or sum(e.numel() for e in errors) == 0:
+            return outputs.logits.sum() * 0.0
+        return torch.cat(errors).mean()
+
+    def postprocess(self, outputs: RoIHeadOutputs, batch: Batch) -> list[FramePrediction]:
+        """Person detections with keypoints (x, y, score) in original-image pixels."""
+        if outputs.scores is None:
+            raise ValueError("pose postprocess needs outputs of an inference forward pass")
+        predictions = empty_predictions(batch)
+        start = 0
+        for i, pred in enumerate(predictions):
+            boxes = outputs.boxes[i].float()
+            n = boxes.shape[0]
+            heatmaps = outputs.logits[start : start + n].float()
+            start += n
+            keypoints = decode_keypoints(heatmaps, boxes)
+            size = batch.image_sizes[i]
+            xy = points_to_original(keypoints[..., :2], pred.meta, size)
+            keypoints = torch.cat((xy, keypoints[..., 2:]), dim=-1)
+            if pred.meta.flipped:
+                keypoints = flip_joints(keypoints)
+            pred.poses = Instances(
+                boxes=boxes_to_original(boxes, pred.meta, size).cpu(),
+                classes=outputs.classes[i].cpu(),
+                scores=outputs.scores[i].float().cpu(),
+                keypoints=keypoints.cpu(),
+            )
+        return predictions

@@ -1,0 +1,50 @@
+"""Semantic segmentation: 19 BDD100K / Cityscapes classes, per-pixel cross entropy."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from drivemtl.structures.batch import Batch
+from drivemtl.structures.bdd import SEMANTIC_CLASSES
+from drivemtl.structures.predictions import FramePrediction
+from drivemtl.tasks.base import TASKS, require_target, zero_loss
+from drivemtl.tasks.dense import DenseTask
+from drivemtl.tasks.losses import cross_entropy
+
+
+@TASKS.register("semantic")
+class SemanticTask(DenseTask):
+    """Per-pixel classification into SEMANTIC_CLASSES (255 = ignore)."""
+
+    name = "semantic"
+    group = "segmentation"
+    fields = ("semantic",)
+    metric = "mIoU"
+    classes: tuple[str, ...] = SEMANTIC_CLASSES
+    target_field = "semantic"
+
+    def branches(self) -> dict[str, int]:
+        """One logits branch with a channel per class."""
+        return {"logits": len(self.classes)}
+
+    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+        """Cross entropy over labelled samples' non-ignored pixels."""
+        selected, mask = self.select(outputs, batch)
+        if not bool(mask.any()):
+            return zero_loss(batch.images.device)
+        target = require_target(batch, self.target_field, self.name)[mask.to(batch.images.device)]
+        return cross_entropy(selected["logits"], target.to(selected["logits"].device))
+
+    def postprocess(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
+        """Class map (argmax of the upsampled probabilities) and its confidence, per sample."""
+        probs = outputs["logits"].detach().float().softmax(dim=1)
+        predictions = self.new_predictions(batch)
+        for pred, p in zip(predictions, self.to_original(probs, batch), strict=True):
+            confidence, labels = p.max(dim=0)
+            self.assign(pred, labels, confidence)
+        return predictions
+
+    def assign(self, pred: FramePrediction, labels: Tensor, confidence: Tensor) -> None:
+        """Store the decoded map in the prediction field of this task."""
+        pred.semantic = labels
+        pred.semantic_confidence = confidence

@@ -1,0 +1,247 @@
+"""Datasets over the BDD100K-like layout: every label type decoded, label settings, reference frames,
+and bad input failing with the file, the frame and the problem (or skipped with on_error=skip)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from drivemtl.data import DataConfig, DataError, build_dataset
+from drivemtl.structures.bdd import POSE_JOINTS, SCENE, TIMEOFDAY, WEATHER
+
+ALL = ["tagging", "semantic", "drivable", "lanes", "detection", "instance", "pose", "depth",
+       "normals", "edges", "mot", "mots", "flow"]  # fmt: skip
+RAW = {"resize": False, "normalize": False, "flip": 0.0}
+
+
+def _cfg(root, tasks=ALL, **extra) -> DataConfig:
+    sets = {"s": {"root": str(root), "tasks": tasks, **extra.pop("set", {})}}
+    return DataConfig(sets=sets, transforms=extra.pop("transforms", RAW), **extra)
+
+
+def test_every_label_type_decodes(tmp_path, bdd_set):
+    bdd_set(tmp_path)
+    ds = build_dataset(_cfg(tmp_path))
+    assert len(ds) == 6 and ds.sets == ["s"] and ds.set_of(5) == "s"
+    s = ds[1]  # video 0, frame 1
+    assert s.meta.name == "vid0000/vid0000-0000001.jpg" and s.meta.frame_index == 1
+    assert s.size == (24, 40) and s.tasks == set(ALL)
+    assert abs(float(s.image.mean()) - 40) < 2  # JPEG of constant 40
+    assert s.tags.tolist() == [WEATHER.index("rainy"), SCENE.index("highway"),
+                               TIMEOFDAY.index("night")]  # fmt: skip
+    x = np.arange(40)
+    assert torch.equal(s.semantic[3], torch.from_numpy((x + 1) % 19))
+    assert s.drivable[0, 0] == 2 and s.drivable[23, 0] == 0
+    assert s.lanes[:, 5, 7].tolist() == [7, 1, 2] and s.lanes[:, 5, 8].tolist() == [0, 0, 0]
+    assert s.edges[:, 10].eq(1).all() and s.edges[:, 11].eq(0).all()
+    assert torch.allclose(s.depth[0], torch.from_numpy(1 + x / 8).float(), atol=1 / 512)
+    assert torch.allclose(s.flow[0], torch.full((24, 40), 1.5)) and s.flow_valid.all()
+    assert torch.allclose(s.flow[1], torch.full((24, 40), -0.25))
+    assert torch.allclose(s.normals[:, 0, 0], torch.tensor([0.0, -1.0, 0.0]), atol=1e-4)
+    inst = s.instances
+    assert inst.boxes.tolist() == [[3, 4, 13, 14], [20, 2, 26, 20]]
+    assert inst.classes.tolist() == [2, 0] and inst.track_ids.tolist() == [0, 1]
+    assert inst.masks.flatten(1).sum(1).tolist() == [100, 108]  # matched to the bitmask by id
+    assert inst.keypoints.shape == (2, 18, 3) and inst.keypoints[0].abs().sum() == 0
+    head = inst.keypoints[1, POSE_JOINTS.index("head")]
+    assert head.tolist() == [21.0, 3.0, 1.0]  # node 0 is "N" (not visible)
+    assert inst.keypoints[1, 1].tolist() == [22.0, 4.0, 2.0]
+    line = s.lane_lines[0]
+    assert (line.category, line.direction, line.style) == (6, 0, 1)
+    assert line.vertices.tolist() == [[5.0, 23.0], [15.0, 10.0]]
+    last = ds[2]
+    assert last.flow is None and last.tasks == set(ALL) - {"flow"}  # no flow after the last frame
+
+
+def test_load_size_resizes_every_label(tmp_path, bdd_set):
+    bdd_set(tmp_path)
+    s = build_dataset(_cfg(tmp_path, set={"load_size": (12, 20)}))[0]
+    assert s.size == (12, 20) and s.meta.orig_size == (24, 40)
+    assert s.instances.boxes[0].tolist() == [1.0, 2.0, 6.0, 7.0]
+    assert torch.allclose(s.flow[0], torch.full((12, 20), 0.75))
+    assert s.instances.masks.shape == (2, 12, 20) and s.semantic.shape == (12, 20)
+
+
+def test_reference_frames(tmp_path, bdd_set):
+    bdd_set(tmp_path, videos=1, frames=5)
+    ds = build_dataset(_cfg(tmp_path, tasks=["mot"], set={"reference": "next"}))
+    assert [ds[i].reference.meta.frame_index for i in range(5)] == [1, 2, 3, 4, 3]
+    ds = build_dataset(_cfg(tmp_path, tasks=["mot"], set={"reference": "random",
+                                                          "reference_range": 1}))  # fmt: skip
+    for i in range(5):
+        ref = ds[i].reference.meta.frame_index
+        assert ref != i and abs(ref - i) == 1
+
+
+def test_label_setting_selects_sets_tasks_and_subsets(tmp_path, bdd_set):
+    bdd_set(tmp_path / "a")
+    bdd_set(tmp_path / "b", videos=1)
+    cfg = DataConfig(
+        sets={
+            "a": {"root": str(tmp_path / "a"), "tasks": ["detection", "semantic"]},
+            "b": {"root": str(tmp_path / "b"), "tasks": ["detection", "semantic"]},
+        },
+        label_settings={
+            "disjoint": {
+                "a": {"tasks": ["detection"], "subset": {"frames": 2, "offset": 1}},
+                "b": {"tasks": ["semantic"]},
+            },
+            "only_b": {"b": {}},
+        },
+        label_setting="disjoint",
+        transforms=RAW,
+    )
+    ds = build_dataset(cfg)
+    assert ds.sets == ["a", "b"] and len(ds) == 2 + 3
+    assert ds.set_tasks("a") == {"detection"} and ds.set_tasks("b") == {"semantic"}
+    assert ds[0].meta.frame_index == 1 and ds[0].semantic is None
+    assert ds[3].instances is None and ds[3].semantic is not None
+    assert build_dataset(cfg.model_copy(update={"label_setting": "only_b"})).sets == ["b"]
+    with pytest.raises(ValueError, match="label_setting 'full' is not defined"):
+        DataConfig(sets=cfg.sets, label_settings=cfg.label_settings, label_setting="full")
+
+
+def test_subset_names_file_and_splits(tmp_path, bdd_set):
+    bdd_set(tmp_path)
+    names = tmp_path / "names.txt"
+    names.write_text("vid0001/vid0001-0000002.jpg\nvid0000/vid0000-0000000.jpg\n")
+    ds = build_dataset(
+        _cfg(tmp_path, tasks=["detection"], set={"subset": {"names_file": str(names)}})
+    )
+    assert [ds[i].meta.name for i in range(len(ds))] == names.read_text().split()
+    cfg = _cfg(tmp_path, tasks=["detection"], set={"splits": ["val"]})
+    with pytest.raises(ValueError, match="no image set is part of split 'train'"):
+        build_dataset(cfg, "train")
+    assert len(build_dataset(cfg, "val")) == 6
+
+
+# --------------------------------------------------------------------------- bad input
+def _labels(root):
+    return json.loads((root / "labels.json").read_text())
+
+
+def _write_labels(root, frames):
+    (root / "labels.json").write_text(json.dumps(frames))
+
+
+def test_missing_image(tmp_path, bdd_set):
+    bdd_set(tmp_path)
+    (tmp_path / "images/vid0000/vid0000-0000001.jpg").unlink()
+    ds = build_dataset(_cfg(tmp_path, tasks=["detection"]))
+    with pytest.raises(
+        DataError,
+        match=r"vid0000-0000001\.jpg: frame 'vid0000/vid0000-0000001\.jpg': image not found",
+    ):
+        ds[1]
+
+
+def test_corrupt_png(tmp_path, bdd_set):
+    bdd_set(tmp_path)
+    (tmp_path / "masks/semantic/vid0000/vid0000-0000000.png").write_bytes(b"\x89PNG\r\n garbage")
+    ds = build_dataset(_cfg(tmp_path, tasks=["semantic"]))
+    with pytest.raises(
+        DataError,
+        match=r"masks/semantic/vid0000/vid0000-0000000\.png: frame '.*': semantic PNG is corrupt",
+    ):
+        ds[0]
+
+
+def test_malformed_json(tmp_path, bdd_set):
+    bdd_set(tmp_path)
+    (tmp_path / "labels.json").write_text('[{"name": "a.jpg", ')
+    with pytest.raises(DataError, match=r"labels\.json: malformed JSON"):
+        build_dataset(_cfg(tmp_path, tasks=["detection"]))
+
+
+def test_unknown_category(tmp_path, bdd_set):
+    bdd_set(tmp_path)
+    frames = _labels(tmp_path)
+    frames[4]["labels"][0]["category"] = "dragon"
+    _write_labels(tmp_path, frames)
+    ds = build_dataset(_cfg(tmp_path, tasks=["detection"]))
+    with pytest.raises(
+        DataError,
+        match=r"labels\.json: frame 'vid0001/vid0001-0000001\.jpg': label '1': unknown category 'dragon'",
+    ):
+        ds[4]
+
+
+def test_inverted_box(tmp_path, bdd_set):
+    bdd_set(tmp_path)
+    frames = _labels(tmp_path)
+    frames[2]["labels"][0]["box2d"] = {"x1": 10, "y1": 1, "x2": 5, "y2": 8}
+    _write_labels(tmp_path, frames)
+    with pytest.raises(
+        DataError,
+        match=r"labels\.json: frame 'vid0000/vid0000-0000002\.jpg', label id '1'.*x2 < x1",
+    ):
+        build_dataset(_cfg(tmp_path, tasks=["detection"]))
+
+
+def test_bitmask_size_mismatch(tmp_path, bdd_set):
+    from drivemtl.data.png_codecs import write_png
+
+    bdd_set(tmp_path)
+    write_png(tmp_path / "masks/drivable/vid0000/vid0000-0000002.png", np.zeros((12, 40), np.uint8))
+    ds = build_dataset(_cfg(tmp_path, tasks=["drivable"]))
+    with pytest.raises(
+        DataError,
+        match=r"vid0000-0000002\.png: frame '.*': drivable PNG is 12x40 but the image is 24x40",
+    ):
+        ds[2]
+
+
+def test_wrong_encoding_is_named(tmp_path, bdd_set):
+    from drivemtl.data.png_codecs import write_png
+
+    bdd_set(tmp_path)
+    write_png(tmp_path / "depth/vid0000/vid0000-0000000.png", np.zeros((24, 40), np.uint8))
+    with pytest.raises(DataError, match="depth PNG is uint8, expected uint16"):
+        build_dataset(_cfg(tmp_path, tasks=["depth"]))[0]
+
+
+def test_on_error_skip_logs_and_counts(tmp_path, bdd_set, caplog):
+    bdd_set(tmp_path)
+    frames = _labels(tmp_path)
+    frames[3]["labels"][0]["box2d"] = {"x1": 10, "y1": 1, "x2": 5, "y2": 8}  # dropped at indexing
+    _write_labels(tmp_path, frames)
+    (tmp_path / "images/vid0000/vid0000-0000001.jpg").unlink()  # replaced when read
+    caplog.set_level(logging.WARNING, logger="drivemtl")
+    ds = build_dataset(_cfg(tmp_path, tasks=["detection"], on_error="skip"))
+    assert len(ds) == 5 and ds.skipped == 1
+    names = [ds[i].meta.name for i in range(len(ds))]
+    assert names[1] == "vid0000/vid0000-0000002.jpg"  # the next good frame stands in
+    assert ds.skipped == 2 and ds.report_skipped() == 2
+    text = caplog.text
+    assert "x2 < x1" in text and "image not found" in text and "skipped 2 frame(s)" in text
+
+
+def test_pseudo_label_sources_replace_the_sets_labels(tmp_path, bdd_set):
+    from drivemtl.data.png_codecs import write_png
+
+    bdd_set(tmp_path / "s")
+    pseudo = tmp_path / "pseudo"
+    for name in (
+        "vid0000/vid0000-0000000",
+        "vid0000/vid0000-0000001",
+        "vid0000/vid0000-0000002",
+        "vid0001/vid0001-0000000",
+        "vid0001/vid0001-0000001",
+        "vid0001/vid0001-0000002",
+    ):
+        write_png(pseudo / "semantic" / f"{name}.png", np.full((24, 40), 5, np.uint8))  # fmt: skip
+    frames = _labels(tmp_path / "s")
+    for frame in frames:
+        frame["labels"] = [
+            {"id": "9", "category": "bus", "box2d": {"x1": 1, "y1": 2, "x2": 3, "y2": 4}}
+        ]
+    (pseudo / "det.json").write_text(json.dumps(frames))
+    cfg = _cfg(tmp_path / "s", tasks=["semantic", "detection"], set={
+        "pseudo_labels": {"semantic": str(pseudo / "semantic"), "detection": str(pseudo / "det.json")}})  # fmt: skip
+    s = build_dataset(cfg)[3]
+    assert (s.semantic == 5).all()
+    assert s.instances.boxes.tolist() == [[1, 2, 3, 4]] and s.instances.classes.tolist() == [4]

@@ -1,0 +1,56 @@
+"""Recipe schema validation and every shipped example run config planning cleanly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from drivemtl.config import load_config
+from drivemtl.engine.config import RecipeConfig, StageConfig
+from drivemtl.engine.plan import MergePlan, StagePlan, plan_recipe
+from drivemtl.models import build_model
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+EXAMPLES = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "synthetic_tiny_base.yaml")
+
+
+def test_stage_needs_exactly_one_length() -> None:
+    with pytest.raises(ValidationError, match="exactly one of `epochs` or `steps`"):
+        StageConfig(name="a")
+    with pytest.raises(ValidationError, match="exactly one"):
+        StageConfig(name="a", epochs=1, steps=1)
+    assert StageConfig(name="a", steps=3).trainable == ["*"]
+
+
+def test_recipe_names_unique_and_init_refers_back() -> None:
+    with pytest.raises(ValidationError, match="used twice"):
+        RecipeConfig(stages=[{"name": "a", "steps": 1}, {"name": "a", "steps": 1}])
+    with pytest.raises(ValidationError, match="names no earlier stage"):
+        RecipeConfig(stages=[{"name": "a", "steps": 1, "init": "stage:b"}])
+
+
+def test_unknown_key_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("recipe:\n  stages:\n    - {name: a, steps: 1, lerning_rate: 0.1}\n")
+    with pytest.raises(ValueError, match="lerning_rate"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_shipped_examples_plan(path: Path) -> None:
+    config = load_config(path)
+    model = build_model(config.model)
+    names = [n for n, _ in model.named_parameters()]
+    plans = plan_recipe(config, names, model.decoder_prefixes())
+    assert plans
+    if path.stem == "vtd_cpf":
+        subs = [p for p in plans if isinstance(p, StagePlan) and p.group == "decoders"]
+        assert sorted(p.tasks[0] for p in subs) == sorted(config.model.tasks)
+        assert all(p.config.optimizer.lr == pytest.approx(1e-5) for p in subs)  # joint lr / 10
+        assert isinstance(plans[-1], MergePlan)
+    if path.stem == "pretrain_adapt_finetune":
+        adapt = plans[0]
+        assert isinstance(adapt, StagePlan)
+        assert all(n.startswith("neck.") for n in adapt.freeze.trainable)

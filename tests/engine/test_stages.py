@@ -1,0 +1,130 @@
+"""Freezing by glob patterns, optimiser parameter groups and lr schedules against hand values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from drivemtl.engine.config import OptimizerConfig, ScheduleConfig
+from drivemtl.engine.stages import (
+    FreezeError,
+    apply_freezing,
+    build_optimizer,
+    build_scheduler,
+    freeze_norm_statistics,
+    lr_factor_fn,
+    no_decay_names,
+    plan_freezing,
+)
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        self.neck = nn.Conv2d(4, 4, 1)
+        self.heads = nn.ModuleDict({"semantic": nn.Conv2d(4, 2, 1), "depth": nn.Conv2d(4, 1, 1)})
+
+
+def names(model: nn.Module) -> list[str]:
+    return [n for n, _ in model.named_parameters()]
+
+
+def test_plan_trainable_minus_frozen() -> None:
+    model = Toy()
+    plan = plan_freezing(names(model), ["*"], ["backbone.*", "heads.*"])
+    assert plan.trainable == ("neck.weight", "neck.bias")
+    assert set(plan.frozen) == set(names(model)) - {"neck.weight", "neck.bias"}
+    apply_freezing(model, plan)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == list(plan.trainable)
+
+
+def test_plan_errors_name_the_pattern() -> None:
+    all_names = names(Toy())
+    with pytest.raises(FreezeError, match=r"trainable pattern 'adapter\.\*' matches no parameter"):
+        plan_freezing(all_names, ["adapter.*"], [])
+    # 'heads.depth.*' exists but the trainable patterns never selected it: it freezes nothing
+    with pytest.raises(
+        FreezeError, match=r"frozen pattern 'heads\.depth\.\*' freezes no parameter"
+    ):
+        plan_freezing(all_names, ["heads.semantic.*"], ["heads.depth.*"])
+    with pytest.raises(FreezeError, match="leaves nothing"):
+        plan_freezing(all_names, ["neck.*"], ["neck.*"])
+
+
+def test_frozen_norm_layers_keep_running_stats() -> None:
+    model = Toy()
+    apply_freezing(model, plan_freezing(names(model), ["*"], ["backbone.*"]))
+    model.train()
+    assert freeze_norm_statistics(model) == ["backbone.1"]
+    before = model.backbone[1].running_mean.clone()
+    model.backbone(torch.randn(2, 3, 8, 8))
+    assert torch.equal(model.backbone[1].running_mean, before)
+
+
+def test_optimizer_groups_and_types() -> None:
+    model = Toy()
+    exempt = no_decay_names(model)
+    assert exempt == {
+        "backbone.0.bias",
+        "backbone.1.weight",
+        "backbone.1.bias",
+        "neck.bias",
+        "heads.semantic.bias",
+        "heads.depth.bias",
+    }
+    apply_freezing(model, plan_freezing(names(model), ["*"], ["heads.depth.*"]))
+    opt = build_optimizer(list(model.named_parameters()), OptimizerConfig(lr=0.1), exempt)
+    assert isinstance(opt, torch.optim.AdamW)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) == 3 and len(no_decay["params"]) == 5  # depth head excluded
+    sgd = build_optimizer(
+        list(model.named_parameters()),
+        OptimizerConfig(name="sgd", lr=0.01, momentum=0.5, decay_norm_and_bias=True),
+        exempt,
+    )
+    assert isinstance(sgd, torch.optim.SGD) and len(sgd.param_groups) == 1
+    assert sgd.param_groups[0]["momentum"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("cfg", "step", "expected"),
+    [
+        (ScheduleConfig(name="constant"), 7, 1.0),
+        (ScheduleConfig(name="step", milestones=[2, 3], gamma=0.1), 19, 1.0),
+        (ScheduleConfig(name="step", milestones=[2, 3], gamma=0.1), 20, 0.1),
+        (ScheduleConfig(name="step", milestones=[2, 3], gamma=0.1), 35, 0.01),
+        (ScheduleConfig(name="poly", power=0.9), 50, 0.5**0.9),
+        (ScheduleConfig(name="poly", power=1.0, min_lr_factor=0.2), 25, 0.2 + 0.8 * 0.75),
+        (ScheduleConfig(name="cosine"), 25, 0.5 * (1 + math.cos(math.pi * 0.25))),
+        (ScheduleConfig(name="cosine"), 100, 0.0),
+        # linear warm-up from 0.1 over 10 steps, multiplied with the main schedule
+        (ScheduleConfig(name="constant", warmup_steps=10, warmup_factor=0.1), 0, 0.1),
+        (ScheduleConfig(name="constant", warmup_steps=10, warmup_factor=0.1), 5, 0.55),
+        (ScheduleConfig(name="constant", warmup_steps=10, warmup_factor=0.1), 10, 1.0),
+    ],
+)
+def test_lr_factor_values(cfg: ScheduleConfig, step: int, expected: float) -> None:
+    # 100 steps in the stage; step milestones given in epochs of 10 steps
+    assert lr_factor_fn(cfg, total_steps=100, steps_per_unit=10)(step) == pytest.approx(expected)
+
+
+def test_scheduler_drives_optimizer_lr() -> None:
+    param = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    sched = build_scheduler(opt, ScheduleConfig(name="poly", power=1.0), total_steps=4)
+    seen = []
+    for _ in range(4):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([1.0, 0.75, 0.5, 0.25])
+
+
+def test_schedule_rejects_unsorted_milestones() -> None:
+    with pytest.raises(ValueError, match="increasing"):
+        ScheduleConfig(name="step", milestones=[3, 2])

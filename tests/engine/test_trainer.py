@@ -1,0 +1,113 @@
+"""run_recipe end to end on CPU: exact resume (across a stage boundary), run directory, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from engine_fixtures import make_config
+
+from drivemtl.engine.checkpoint import load_weights
+from drivemtl.engine.plan import RecipeError
+from drivemtl.engine.trainer import RunResult, run_recipe
+
+STAGES = [
+    {
+        "name": "joint",
+        "steps": 3,
+        "sampler": "set_round_robin",
+        "batch_size": 2,
+        "optimizer": {"lr": 1e-3},
+        "schedule": {"name": "cosine", "warmup_steps": 2},
+        "loss_weighting": {"name": "dwa", "window": 2},
+    },
+    {
+        "name": "adapt",
+        "steps": 3,
+        "sampler": "uniform",
+        "batch_size": 2,
+        "frozen": ["backbone.*"],
+        "optimizer": {"name": "sgd", "lr": 1e-2},
+        "loss_weighting": {"name": "uncertainty"},
+    },
+]
+
+
+class SimulatedKill(RuntimeError):
+    pass
+
+
+class KillAt(L.Callback):
+    """Crash the run when stage `stage` is about to train its batch number `batch` (0-based)."""
+
+    def __init__(self, stage: str, batch: int) -> None:
+        self.stage, self.batch = stage, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.settings.name == self.stage and batch_idx == self.batch:
+            raise SimulatedKill(f"killed in {self.stage} before batch {batch_idx}")
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    wa, wb = load_weights(a), load_weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.mark.slow
+def test_resume_is_exact_across_a_stage_boundary(tiny_data: Path, tmp_path: Path) -> None:
+    config = make_config(tiny_data, STAGES, deterministic=True, checkpoint_every_n_steps=1)
+    straight = run_recipe(config, tmp_path / "straight", progress=False)
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(SimulatedKill):
+        run_recipe(config, out, progress=False, callbacks=[KillAt("joint", 2)])
+    assert (out / "stages" / "00-joint" / "checkpoints" / "last.ckpt").is_file()
+    with pytest.raises(SimulatedKill):  # resume, finish `joint`, die inside `adapt`
+        run_recipe(config, out, resume=True, progress=False, callbacks=[KillAt("adapt", 1)])
+    resumed = run_recipe(config, out, resume=True, progress=False)
+
+    assert [s.steps for s in resumed.stages] == [3, 3]
+    _same_weights(straight.stages[0].weights, resumed.stages[0].weights)
+    _same_weights(straight.final_weights, resumed.final_weights)
+    # and training did move the weights
+    first = load_weights(straight.stages[0].weights)
+    final = load_weights(straight.final_weights)
+    assert any(not torch.equal(first[k], final[k]) for k in first)
+
+
+def test_run_directory_and_bad_input(tiny_data: Path, tmp_path: Path) -> None:
+    config = make_config(tiny_data, [{**STAGES[0], "steps": 1}])
+    result = run_recipe(config, tmp_path / "run", progress=False)
+    assert isinstance(result, RunResult)
+    for name in ("config.yaml", "dataset_card.yaml", "run.json", "final.safetensors"):
+        assert (tmp_path / "run" / name).is_file(), name
+    csv = tmp_path / "run" / "stages" / "00-joint" / "logs" / "csv" / "version_0" / "metrics.csv"
+    header = csv.read_text().splitlines()[0].split(",")
+    assert {"loss/total", "loss/semantic", "lr-AdamW/pg1", "weight/tagging"} <= set(header)
+
+    with pytest.raises(RecipeError, match="already holds a run"):
+        run_recipe(config, tmp_path / "run", progress=False)
+    other = make_config(tiny_data, [{**STAGES[0], "steps": 2}])
+    with pytest.raises(RecipeError, match="written by another config"):
+        run_recipe(other, tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(RecipeError, match="holds no run"):
+        run_recipe(config, tmp_path / "empty", resume=True, progress=False)
+
+    bad_stages = [
+        ({"tasks": ["depth"]}, r"tasks \['depth'\] are not tasks of the model"),
+        ({"sets": ["kitti"]}, r"image sets \['kitti'\] are not in data.sets"),
+        ({"sampler": "random"}, "unknown sampler 'random'"),
+        ({"trainable": ["adapter.*"]}, r"trainable pattern 'adapter\.\*' matches no parameter"),
+        ({"trainable": ["neck.*"], "frozen": ["backbone.*"]}, "freezes no parameter"),
+        ({"sets": ["seg"], "tasks": ["tagging"]}, "no set among .* is labelled for task 'tagging'"),
+        ({"init": "missing.safetensors"}, "existing .safetensors file"),
+    ]
+    for change, message in bad_stages:
+        bad = make_config(tiny_data, [{**STAGES[0], **change}])
+        with pytest.raises(RecipeError, match=message):
+            run_recipe(bad, tmp_path / "never", progress=False)
+    assert not (tmp_path / "never").exists()  # every error came before any training

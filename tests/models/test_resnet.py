@@ -1,0 +1,153 @@
+import pytest
+import torch
+
+from drivemtl.models.backbones import BACKBONES, FrozenBatchNorm2d, ResNet
+from drivemtl.models.weights import load_weights
+
+# torchvision's architecture table: blocks per stage, and whether blocks are bottlenecks.
+TORCHVISION_LAYOUT = {
+    18: ((2, 2, 2, 2), False),
+    34: ((3, 4, 6, 3), False),
+    50: ((3, 4, 6, 3), True),
+    101: ((3, 4, 23, 3), True),
+}
+# Number of entries in torchvision's resnetXX().state_dict(), classifier included.
+TORCHVISION_KEY_COUNT = {18: 122, 34: 218, 50: 320, 101: 626}
+
+
+def torchvision_state_shapes(depth: int) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of torchvision's ResNet state dict, written out from its naming scheme."""
+    blocks, bottleneck = TORCHVISION_LAYOUT[depth]
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def bn(name: str, ch: int) -> None:
+        for part in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"{name}.{part}"] = (ch,)
+        shapes[f"{name}.num_batches_tracked"] = ()
+
+    shapes["conv1.weight"] = (64, 3, 7, 7)
+    bn("bn1", 64)
+    in_ch = 64
+    for stage, count in enumerate(blocks):
+        planes = 64 * 2**stage
+        out_ch = planes * (4 if bottleneck else 1)
+        for b in range(count):
+            p = f"layer{stage + 1}.{b}"
+            src = in_ch if b == 0 else out_ch
+            if bottleneck:
+                shapes[f"{p}.conv1.weight"] = (planes, src, 1, 1)
+                shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
+                shapes[f"{p}.conv3.weight"] = (out_ch, planes, 1, 1)
+                bn(f"{p}.bn1", planes)
+                bn(f"{p}.bn2", planes)
+                bn(f"{p}.bn3", out_ch)
+            else:
+                shapes[f"{p}.conv1.weight"] = (planes, src, 3, 3)
+                shapes[f"{p}.conv2.weight"] = (planes, planes, 3, 3)
+                bn(f"{p}.bn1", planes)
+                bn(f"{p}.bn2", planes)
+            if b == 0 and (stage > 0 or src != out_ch):
+                shapes[f"{p}.downsample.0.weight"] = (out_ch, src, 1, 1)
+                bn(f"{p}.downsample.1", out_ch)
+        in_ch = out_ch
+    shapes["fc.weight"] = (1000, in_ch)
+    shapes["fc.bias"] = (1000,)
+    return shapes
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101])
+def test_state_dict_matches_torchvision_layout(depth):
+    expected = torchvision_state_shapes(depth)
+    assert len(expected) == TORCHVISION_KEY_COUNT[depth]
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = BACKBONES.build(f"resnet{depth}")
+    ours = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    without_fc = {k: v for k, v in expected.items() if not k.startswith("fc.")}
+    assert ours == without_fc
+
+
+@pytest.mark.parametrize("norm", ["bn", "frozen_bn"])
+def test_imagenet_style_checkpoint_loads_strictly(tmp_path, norm):
+    gen = torch.Generator().manual_seed(0)
+    shapes = torchvision_state_shapes(18)
+    checkpoint = {}
+    for key, shape in shapes.items():
+        if key.endswith("num_batches_tracked"):
+            checkpoint[key] = torch.tensor(7)
+        elif key.endswith("running_var"):
+            checkpoint[key] = torch.rand(shape, generator=gen) + 0.5
+        else:
+            checkpoint[key] = torch.randn(shape, generator=gen)
+    path = tmp_path / "resnet18-imagenet.pth"
+    torch.save(checkpoint, path)
+    model = ResNet(18, norm=norm)
+    report = load_weights(model, path, prefix_map={"fc.": None}, strict=True)
+    assert report.ok and sorted(report.dropped) == ["fc.bias", "fc.weight"]
+    state = model.state_dict()
+    assert torch.equal(
+        state["layer3.0.downsample.0.weight"], checkpoint["layer3.0.downsample.0.weight"]
+    )
+    assert torch.equal(state["layer4.1.bn2.running_var"], checkpoint["layer4.1.bn2.running_var"])
+    with pytest.raises(ValueError, match=r"unexpected in checkpoint: fc\.weight"):
+        load_weights(ResNet(18, norm=norm), path, strict=True)
+    # Old torchvision checkpoints (2017) carry no num_batches_tracked: still a strict load.
+    legacy = {k: v for k, v in checkpoint.items() if not k.endswith("num_batches_tracked")}
+    torch.save(legacy, tmp_path / "legacy.pth")
+    assert load_weights(ResNet(18, norm=norm), tmp_path / "legacy.pth", {"fc.": None}).ok
+
+
+def test_frozen_batchnorm_equals_batchnorm_in_eval():
+    gen = torch.Generator().manual_seed(1)
+    bn = torch.nn.BatchNorm2d(5).eval()
+    bn.weight.data = torch.randn(5, generator=gen)
+    bn.bias.data = torch.randn(5, generator=gen)
+    bn.running_mean = torch.randn(5, generator=gen)
+    bn.running_var = torch.rand(5, generator=gen) + 0.1
+    frozen = FrozenBatchNorm2d(5)
+    frozen.load_state_dict(bn.state_dict())
+    x = torch.randn(2, 5, 3, 4, generator=gen)
+    assert torch.allclose(frozen(x), bn(x), atol=1e-6)
+    assert not any(p.requires_grad for p in frozen.parameters())
+
+
+@pytest.mark.parametrize("size", [(360, 640), (375, 1242), (97, 131)])
+def test_output_shapes_for_odd_sizes(size):
+    model = ResNet(18, width=8).eval()
+    height, width = size
+    with torch.no_grad():
+        outputs = model(torch.randn(1, 3, height, width))
+    assert model.strides == [4, 8, 16, 32]
+    assert model.out_channels == [8, 16, 32, 64]
+    expected_h = [((height + 1) // 2 + 1) // 2]
+    expected_w = [((width + 1) // 2 + 1) // 2]
+    for _ in range(3):
+        expected_h.append((expected_h[-1] + 1) // 2)
+        expected_w.append((expected_w[-1] + 1) // 2)
+    for out, channels, h, w in zip(
+        outputs, model.out_channels, expected_h, expected_w, strict=True
+    ):
+        assert tuple(out.shape) == (1, channels, h, w)
+
+
+def test_out_levels_width_and_bottleneck_channels():
+    model = ResNet(50, out_levels=(3, 5), width=16)
+    assert model.out_channels == [128, 512] and model.strides == [8, 32]
+    outputs = model(torch.randn(2, 3, 64, 64))
+    assert [tuple(o.shape) for o in outputs] == [(2, 128, 8, 8), (2, 512, 2, 2)]
+    with pytest.raises(ValueError, match="out_levels"):
+        ResNet(18, out_levels=(5, 3))
+    with pytest.raises(KeyError, match="resnet18"):
+        BACKBONES.get("resnet19")
+
+
+def test_frozen_stages_fix_parameters_and_statistics():
+    model = ResNet(18, width=8, frozen_stages=1).train()
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith(("conv1", "bn1", "layer1.")) for n in frozen)
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("layer2."))
+    before = model.layer1[0].bn1.running_mean.clone()
+    trainable_before = model.layer2[0].bn1.running_mean.clone()
+    model(torch.randn(2, 3, 32, 32) * 3 + 1)
+    assert torch.equal(model.layer1[0].bn1.running_mean, before)  # frozen stage stays in eval
+    assert not torch.equal(model.layer2[0].bn1.running_mean, trainable_before)
+    assert not model.bn1.training and model.layer2.training

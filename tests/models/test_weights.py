@@ -1,0 +1,75 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from drivemtl.models.weights import load_metadata, load_weights, read_state_dict, save_weights
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 2)
+
+
+def test_save_writes_safetensors_and_json_then_loads_back(tmp_path):
+    model = Tiny()
+    weights, sidecar = save_weights(
+        model, tmp_path / "run" / "model.safetensors", {"epoch": 3, "tasks": ["det"]}
+    )
+    assert weights.suffix == ".safetensors" and sidecar == tmp_path / "run" / "model.json"
+    assert json.loads(sidecar.read_text()) == {"epoch": 3, "tasks": ["det"]}
+    assert load_metadata(weights) == {"epoch": 3, "tasks": ["det"]}
+    assert set(load_file(str(weights))) == set(model.state_dict())
+    assert not [p for p in weights.parent.iterdir() if p.name.endswith(".tmp")]
+    fresh = Tiny()
+    report = load_weights(fresh, weights)
+    assert report.ok and len(report.loaded) == len(model.state_dict())
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value)
+
+
+def test_pth_with_prefix_map_and_readable_report(tmp_path):
+    model = Tiny()
+    state = {f"backbone.{k}": v for k, v in model.state_dict().items()}
+    state["backbone.head.weight"] = torch.zeros(5, 4)  # wrong shape
+    state["extra.thing"] = torch.zeros(1)
+    del state["backbone.bn.running_var"]
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": state, "epoch": 1}, path)  # Lightning-style wrapper
+    target = Tiny()
+    with pytest.raises(ValueError) as error:
+        load_weights(target, path, prefix_map={"backbone.": ""})
+    text = str(error.value)
+    assert "shape mismatch: head.weight: checkpoint (5, 4) vs model (2, 4)" in text
+    assert "missing in checkpoint: bn.running_var" in text
+    assert "unexpected in checkpoint: extra.thing" in text
+    with pytest.warns(UserWarning, match="shape mismatch"):
+        report = load_weights(
+            target, path, prefix_map={"backbone.": "", "extra.": None}, strict=False
+        )
+    assert report.missing == ["bn.running_var"] and report.unexpected == []
+    assert report.dropped == ["extra.thing"]
+    assert torch.equal(target.conv.weight, model.conv.weight)
+    assert not torch.equal(target.head.weight, torch.zeros(2, 4))  # mismatched key untouched
+
+
+def test_refuses_pickled_objects_and_bad_paths(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"weights": torch.zeros(1), "obj": Tiny()}, path)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        read_state_dict(path)
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
+        read_state_dict(tmp_path / "nope.pth")
+    (tmp_path / "w.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="unknown weights format"):
+        read_state_dict(tmp_path / "w.npz")
+    with pytest.raises(ValueError, match=r"must end in \.safetensors"):
+        save_weights(Tiny(), tmp_path / "x.pth", {})
+    with pytest.raises(ValueError, match="JSON"):
+        save_weights(Tiny(), tmp_path / "x.safetensors", {"bad": object()})
+    assert not (tmp_path / "x.safetensors").exists()
