@@ -81,19 +81,23 @@ def test_imagenet_style_checkpoint_loads_strictly(tmp_path, norm):
     path = tmp_path / "resnet18-imagenet.pth"
     torch.save(checkpoint, path)
     model = ResNet(18, norm=norm)
-    report = load_weights(model, path, prefix_map={"fc.": None}, strict=True)
+    report = load_weights(model, path, strict=True)  # the classifier fc.* is dropped by default
     assert report.ok and sorted(report.dropped) == ["fc.bias", "fc.weight"]
     state = model.state_dict()
     assert torch.equal(
         state["layer3.0.downsample.0.weight"], checkpoint["layer3.0.downsample.0.weight"]
     )
     assert torch.equal(state["layer4.1.bn2.running_var"], checkpoint["layer4.1.bn2.running_var"])
-    with pytest.raises(ValueError, match=r"unexpected in checkpoint: fc\.weight"):
-        load_weights(ResNet(18, norm=norm), path, strict=True)
+    # A prefixed checkpoint (e.g. a detector's "backbone.body.") loads through prefix_map.
+    prefixed = {f"backbone.body.{k}": v for k, v in checkpoint.items()}
+    torch.save(prefixed, tmp_path / "detector.pth")
+    with pytest.raises(ValueError, match=r"unexpected in checkpoint: backbone\.body\.conv1"):
+        load_weights(ResNet(18, norm=norm), tmp_path / "detector.pth", strict=True)
+    assert load_weights(ResNet(18, norm=norm), tmp_path / "detector.pth", {"backbone.body.": ""}).ok
     # Old torchvision checkpoints (2017) carry no num_batches_tracked: still a strict load.
     legacy = {k: v for k, v in checkpoint.items() if not k.endswith("num_batches_tracked")}
     torch.save(legacy, tmp_path / "legacy.pth")
-    assert load_weights(ResNet(18, norm=norm), tmp_path / "legacy.pth", {"fc.": None}).ok
+    assert load_weights(ResNet(18, norm=norm), tmp_path / "legacy.pth").ok
 
 
 def test_frozen_batchnorm_equals_batchnorm_in_eval():

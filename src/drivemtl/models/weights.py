@@ -119,6 +119,8 @@ def load_weights(
 ) -> LoadReport:
     """Load ``path`` into ``module`` after renaming keys with ``prefix_map``.
 
+    Keys under the module's ``checkpoint_ignore_prefixes`` attribute (if any) are dropped too.
+
     Tensors whose shapes disagree are skipped and reported. A missing ``num_batches_tracked`` is
     not an error (old torchvision checkpoints lack it). ``strict``: raise ``ValueError`` with the
     full report if anything is missing / unexpected / mismatched; otherwise warn and continue.
@@ -126,6 +128,12 @@ def load_weights(
     path = Path(path)
     state, dropped = rename_keys(read_state_dict(path), prefix_map)
     own = module.state_dict()
+    # A module may declare checkpoint parts it never has (ResNet: the ImageNet classifier "fc.").
+    ignored = tuple(getattr(module, "checkpoint_ignore_prefixes", ()))
+    if ignored:
+        for key in [k for k in state if k.startswith(ignored) and k not in own]:
+            del state[key]
+            dropped.append(key)
     mismatched = [
         (key, tuple(value.shape), tuple(own[key].shape))
         for key, value in state.items()

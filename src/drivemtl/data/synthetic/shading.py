@@ -99,48 +99,55 @@ def _fade(period: np.ndarray | float, footprint: np.ndarray) -> np.ndarray:
 
 
 def texture(
-    local: np.ndarray, mats: np.ndarray, table: dict[str, np.ndarray], footprint: np.ndarray
+    local: tuple[np.ndarray, np.ndarray, np.ndarray],
+    mats: np.ndarray,
+    table: dict[str, np.ndarray],
+    footprint: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Brightness factor [N] and lit-window mask [N] from surface-anchored coordinates [N, 3];
-    `footprint` [N] is the image size of one metre of surface (pixels), to fade aliasing detail."""
+    """Brightness factor and lit-window mask (same shape as `mats`) from surface-anchored
+    coordinates (x, y, z arrays); `footprint` is the image size of one metre of surface (pixels),
+    used to fade detail that would alias."""
+    lx, ly, lz = local
     cell = table["cell"][mats]
-    q = np.floor(local / cell[:, None]).astype(np.int64)
-    noise = _hash(q[:, 0], q[:, 1], q[:, 2])
+    noise = _hash(np.floor(lx / cell), np.floor(ly / cell), np.floor(lz / cell))
     factor = 1.0 + table["noise"][mats] * _fade(cell, footprint) * (2.0 * noise - 1.0)
-    along = local[:, 0] + local[:, 2]
-    win_amp = table["windows"][mats]
-    lit = np.zeros(len(mats), dtype=bool)
-    has_windows = win_amp > 0
-    if has_windows.any():
-        a = along[has_windows]
-        y = local[has_windows, 1]
-        fa = np.mod(a / 2.5, 1.0)
-        fy = np.mod(y / 3.2, 1.0)
-        window = (fa > 0.3) & (fa < 0.75) & (fy > 0.3) & (fy < 0.8)
-        fade = _fade(2.5, footprint[has_windows])
-        factor[has_windows] *= 1.0 - win_amp[has_windows] * fade * window
-        cells = _hash(np.floor(a / 2.5), np.floor(y / 3.2), np.zeros_like(a))
-        lit[has_windows] = window & (cells > 0.55)
-    stripe_amp = table["stripes"][mats]
-    has_stripes = stripe_amp > 0
-    if has_stripes.any():
-        stripe = np.mod(along[has_stripes] / 0.35, 1.0) < 0.3
-        fade = _fade(0.35, footprint[has_stripes])
-        factor[has_stripes] *= 1.0 - stripe_amp[has_stripes] * fade * stripe
+    lit = np.zeros(mats.shape, dtype=bool)
+    for key, period in (("windows", 2.5), ("stripes", 0.35)):
+        amp = table[key][mats]
+        where = np.flatnonzero(amp > 0)
+        if not len(where):
+            continue
+        along = lx.ravel()[where] + lz.ravel()[where]
+        fa = np.mod(along / period, 1.0)
+        fade = _fade(period, footprint.ravel()[where])
+        if key == "windows":
+            y = ly.ravel()[where]
+            fy = np.mod(y / 3.2, 1.0)
+            mark = (fa > 0.3) & (fa < 0.75) & (fy > 0.3) & (fy < 0.8)
+            cells = _hash(np.floor(along / period), np.floor(y / 3.2), np.zeros_like(y))
+            lit.ravel()[where] = mark & (cells > 0.55)
+        else:
+            mark = fa < 0.3
+        factor.ravel()[where] *= 1.0 - amp.ravel()[where] * fade * mark
     return factor.astype(np.float32), lit
 
 
-def sky_colour(directions: np.ndarray, look: Look) -> np.ndarray:
-    """Sky colour [N, 3] for unit world-frame view directions [N, 3] (y down)."""
-    up = np.clip(-directions[:, 1], 0.0, 1.0).astype(np.float32)
-    t = np.sqrt(up)[:, None]
-    colour = look.sky_horizon[None] * (1 - t) + look.sky_top[None] * t
-    if look.clouds:
-        az = np.arctan2(directions[:, 0], directions[:, 2])
-        c = np.sin(az * 9.0 + 1.3) * np.sin(up * 30.0) + 0.6 * np.sin(az * 23.0 + up * 45.0)
-        cloud = np.clip((c - 0.5) * 2.0, 0.0, 1.0).astype(np.float32)[:, None]
-        colour = colour * (1 - cloud) + np.float32(240.0) * cloud
-    return colour
+def sky_colour(up: np.ndarray, azimuth: np.ndarray | None, look: Look) -> list[np.ndarray]:
+    """Sky colour channels (R, G, B) for view elevations `up` (sine of the angle above the
+    horizon) and, for cloudy skies, azimuths."""
+    t = np.sqrt(np.clip(up, 0.0, 1.0)).astype(np.float32)
+    cloud = None
+    if look.clouds and azimuth is not None:
+        c = np.sin(azimuth * 9.0 + 1.3) * np.sin(up * 30.0) + 0.6 * np.sin(azimuth * 23.0 + up * 45.0)
+        cloud = np.clip((c - 0.5) * 2.0, 0.0, 1.0).astype(np.float32)
+    out = []
+    for ch in range(3):
+        top, horizon = np.float32(look.sky_top[ch]), np.float32(look.sky_horizon[ch])
+        colour = horizon + (top - horizon) * t
+        if cloud is not None:
+            colour = colour * (1 - cloud) + np.float32(240.0) * cloud
+        out.append(colour)
+    return out
 
 
 def weather_overlay(image: np.ndarray, look: Look, rng: np.random.Generator) -> None:

@@ -2,7 +2,7 @@
 
 Parameter and buffer names (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0``, ...)
 and shapes equal torchvision's, so an ImageNet checkpoint loads with ``strict=True`` once its
-classifier ``fc.*`` is dropped (``load_weights(model, path, prefix_map={"fc.": None})``). Bottleneck
+classifier ``fc.*`` is dropped (``load_weights`` does so via ``checkpoint_ignore_prefixes``). Bottleneck
 blocks stride in the 3x3 convolution ("ResNet v1.5"), as torchvision does.
 """
 
@@ -136,6 +136,9 @@ class ResNet(nn.Module):
     scales every stage (64 = standard; 16 makes a tiny, fast model for tests and demos).
     ``out_channels`` / ``strides`` describe the returned maps.
     """
+
+    # load_weights drops these checkpoint keys: torchvision's ImageNet classifier is not built here.
+    checkpoint_ignore_prefixes: tuple[str, ...] = ("fc.",)
 
     def __init__(
         self,

@@ -1,0 +1,103 @@
+"""MultiTaskNet: composition, parameter names, masking semantics, typed predictions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from batches import ALL_TASKS, make_batch, tiny_config
+
+from drivemtl.models import MultiTaskNet, build_model
+from drivemtl.models.multitask import ModelOutputs
+
+
+@pytest.fixture(scope="module")
+def model() -> MultiTaskNet:
+    torch.manual_seed(0)
+    return build_model(tiny_config())
+
+
+def test_parameter_names_and_decoder_prefixes(model: MultiTaskNet) -> None:
+    assert model.task_names == list(ALL_TASKS)
+    names = [n for n, _ in model.named_parameters()]
+    assert all(n.split(".")[0] in ("backbone", "neck", "heads") for n in names)
+    assert {n.split(".")[1] for n in names if n.startswith("heads.")} == set(ALL_TASKS)
+    prefixes = model.decoder_prefixes()
+    assert prefixes["semantic"] == ["heads.semantic."]
+    assert prefixes["instance"] == ["heads.instance."]
+    owned = [n for n in names if any(n.startswith(p) for ps in prefixes.values() for p in ps)]
+    assert set(owned) == {n for n in names if n.startswith("heads.")}
+
+
+def test_instance_only_model_owns_the_detection_head() -> None:
+    model = build_model(tiny_config(("instance", "semantic")))
+    assert model.task_names == ["instance", "semantic"]
+    assert "detection" in model.heads
+    assert model.decoder_prefixes()["instance"] == ["heads.instance.", "heads.detection."]
+    batch = make_batch(1, ("instance",))
+    model.train()
+    losses = model.losses(batch)
+    alone = model.tasks["instance"].loss  # the mask loss alone is smaller than the sum
+    assert set(losses) == {"instance", "semantic"} and float(losses["semantic"]) == 0.0
+    assert float(losses["instance"]) > 0 and callable(alone)
+
+
+def test_forward_runs_only_requested_heads(model: MultiTaskNet) -> None:
+    batch = make_batch(1)
+    model.eval()
+    with torch.no_grad():
+        outputs = model(batch, tasks=["semantic", "pose"])
+    assert isinstance(outputs, ModelOutputs)
+    assert set(outputs) == {"semantic", "detection", "pose"}
+    assert outputs.features.image.shape[1] == model.spec.image_channels
+    with pytest.raises(ValueError, match="not enabled"):
+        model(batch, tasks=["flow"])
+
+
+def test_gradients_come_only_from_labelled_samples(model: MultiTaskNet) -> None:
+    """Sample 1 carries every target but is labelled for nothing: its image gets no gradient.
+
+    The tiny model uses GroupNorm everywhere, so samples do not interact in the forward pass.
+    """
+    model.train()
+    batch = make_batch(2, labeled=[True, False])
+    batch.images.requires_grad_(True)
+    losses = model.losses(batch)
+    total = sum(losses.values())
+    total.backward()
+    grad = batch.images.grad
+    assert grad[0].abs().sum() > 0
+    assert torch.equal(grad[1], torch.zeros_like(grad[1]))
+
+
+def test_no_labels_gives_exact_zero_and_no_head_gradient(model: MultiTaskNet) -> None:
+    model.train()
+    model.zero_grad(set_to_none=True)
+    batch = make_batch(2, ("semantic",), labeled=[True, True])
+    losses = model.losses(batch)
+    assert set(losses) == set(ALL_TASKS)
+    for name, value in losses.items():
+        if name != "semantic":
+            assert float(value) == 0.0 and not value.requires_grad
+    losses["semantic"].backward()
+    for name, param in model.named_parameters():
+        if name.startswith("heads.") and not name.startswith("heads.semantic."):
+            assert param.grad is None, name
+
+
+def test_predict_returns_typed_predictions_in_original_size(model: MultiTaskNet) -> None:
+    model.eval()
+    batch = make_batch(2)
+    predictions = model.predict(batch)
+    assert len(predictions) == 2
+    pred = predictions[1]
+    assert pred.meta is batch.metas[1]
+    assert pred.tags.shape == (3,)
+    assert pred.semantic.shape == (64, 96) and pred.drivable.shape == (64, 96)
+    assert pred.lanes.shape == (3, 64, 96)
+    assert pred.depth.shape == (64, 96) and pred.edges.shape == (64, 96)
+    assert torch.allclose(pred.normals.norm(dim=0), torch.ones(64, 96), atol=1e-4)
+    assert pred.detections is not None and pred.instances is not None and pred.poses is not None
+    if len(pred.instances):
+        assert pred.instances.masks.shape[1:] == (64, 96)
+    only = model.predict(batch, tasks=["tagging"])
+    assert only[0].semantic is None and only[0].tags is not None
