@@ -17,10 +17,10 @@ def test_image_folder_and_glob(tmp_path):
     write_png(tmp_path / "b.png", 20)
     (tmp_path / "notes.txt").write_text("x")
     single = list(open_source(tmp_path / "a.png"))
-    assert len(single) == 1 and single[0].name == "a"
+    assert len(single) == 1 and single[0].name == "a.png"
     assert np.array_equal(single[0].image, a)  # RGB order preserved
     folder = open_source(tmp_path)
-    assert len(folder) == 2 and [f.name for f in folder] == ["a", "b"]
+    assert len(folder) == 2 and [f.name for f in folder] == ["a.png", "b.png"]
     globbed = open_source(str(tmp_path / "b*.png"))
     assert [f.image[1, 1, 0] for f in globbed] == [20]
 
@@ -34,7 +34,7 @@ def test_video_round_trip(tmp_path):
     source = open_source(path)
     assert source.kind == "video" and source.fps == pytest.approx(5.0)
     frames = list(source)
-    assert [f.name for f in frames] == ["clip-0000000", "clip-0000001", "clip-0000002"]
+    assert [f.name for f in frames] == ["clip-0000001.jpg", "clip-0000002.jpg", "clip-0000003.jpg"]
     means = [float(f.image.mean()) for f in frames]
     assert means[0] < 10 and abs(means[1] - 128) < 10 and means[2] > 245  # lossy codec
 

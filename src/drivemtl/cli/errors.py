@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from drivemtl.config.loader import ConfigError
-from drivemtl.structures.scalabel import ScalabelFormatError
+from drivemtl.errors import DriveMTLError
 
 
-class UsageError(ValueError):
+class UsageError(DriveMTLError):
     """Bad input from the user (a missing file, a wrong option value); printed as one line."""
 
 
 # Exception types whose message is written for a person and shown without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    UsageError,
-    ConfigError,
-    ScalabelFormatError,
-    FileNotFoundError,
-)
+USER_ERRORS: tuple[type[Exception], ...] = (DriveMTLError, FileNotFoundError)

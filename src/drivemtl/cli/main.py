@@ -12,6 +12,8 @@ from rich.table import Table
 
 from drivemtl.cli.errors import USER_ERRORS
 from drivemtl.cli.eval_files import eval_files
+from drivemtl.cli.model import app as model_app
+from drivemtl.cli.predict import predict
 from drivemtl.cli.train import pseudo_label, train
 from drivemtl.log import setup_logging
 
@@ -25,8 +27,10 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.command("eval-files")(eval_files)
+app.add_typer(model_app, name="model")
 app.command("train")(train)
 app.command("pseudo-label")(pseudo_label)
+app.command("predict")(predict)
 
 console = Console()
 SetOption = Annotated[

@@ -15,13 +15,15 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from drivemtl.errors import DriveMTLError
+
 BASE_KEY = "_base_"
 DELETE_KEY = "_delete_"
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(DriveMTLError):
     """A config problem, worded to name the source (file or flag), the dotted key and the fix."""
 
 

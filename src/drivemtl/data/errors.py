@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from drivemtl.errors import DriveMTLError
 
-class DataError(ValueError):
+
+class DataError(DriveMTLError):
     """Bad input data. The message always reads `<file>: frame <name>: <problem>`."""
 
     def __init__(self, path: str | Path | None, frame: str | None, problem: str) -> None:

@@ -17,8 +17,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from drivemtl.errors import DriveMTLError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(DriveMTLError):
     """A weights file is missing, unreadable or does not fit the model."""
 
 

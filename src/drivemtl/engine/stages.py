@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from drivemtl.engine.config import OptimizerConfig, ScheduleConfig
+from drivemtl.errors import DriveMTLError
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
-class FreezeError(ValueError):
+class FreezeError(DriveMTLError):
     """A trainable / frozen pattern matches nothing, or freezing leaves nothing to train."""
 
 

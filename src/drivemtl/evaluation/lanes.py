@@ -9,6 +9,7 @@ values, then over the three attributes (`F1_pix1`, `F1_pix2`, `F1_pix5`, in perc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -43,7 +44,10 @@ def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 
 def boundary_f_score(gt: np.ndarray, pred: np.ndarray, radius: int) -> float:
     """BDD100K lane F-score of two boolean masks with `radius`-pixel tolerance (0..1)."""
-    n_gt, n_pd = int(gt.sum()), int(pred.sum())
+    return float(_pair_stats(gt, pred, (radius,), None)[0][0])
+
+
+def _f_score(gt: np.ndarray, pred: np.ndarray, n_gt: int, n_pd: int, radius: int) -> float:
     if n_pd == 0 and n_gt == 0:
         return 1.0
     if n_pd == 0:
@@ -51,19 +55,62 @@ def boundary_f_score(gt: np.ndarray, pred: np.ndarray, radius: int) -> float:
     elif n_gt == 0:
         precision, recall = 0.0, 1.0
     else:
-        precision = float((pred & dilate(gt, radius)).sum()) / n_pd
-        recall = float((gt & dilate(pred, radius)).sum()) / n_gt
+        precision = float(np.count_nonzero(pred & dilate(gt, radius))) / n_pd
+        recall = float(np.count_nonzero(gt & dilate(pred, radius))) / n_gt
     if precision + recall == 0:
         return 0.0
     return 2.0 * precision * recall / (precision + recall)
 
 
+def bounding_slices(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    """Row / column slices of the True pixels of `mask` grown by `margin` (None when empty)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (
+        slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, h)),
+        slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, w)),
+    )
+
+
+def _pair_stats(
+    gt: np.ndarray, pred: np.ndarray, radii: tuple[int, ...], vtd_dilation: int | None
+) -> tuple[np.ndarray, float, float]:
+    """F-scores at `radii`, and VTD intersection / union with the dilated ground truth.
+
+    Works on the bounding box of both masks grown by the largest radius: dilation never reaches
+    further, and pixels outside hold no lane, so the numbers equal the full-image ones.
+    """
+    n_gt, n_pd = int(np.count_nonzero(gt)), int(np.count_nonzero(pred))
+    if n_gt == 0 and n_pd == 0:
+        return np.ones(len(radii)), 0.0, 0.0
+    margin = max((*radii, vtd_dilation or 0)) + 1
+    box = bounding_slices(gt | pred, margin)
+    assert box is not None
+    g, p = gt[box], pred[box]
+    scores = np.array([_f_score(g, p, n_gt, n_pd, r) for r in radii])
+    inter = union = 0.0
+    if vtd_dilation is not None:
+        g_dil = dilate(g, vtd_dilation) if n_gt else g
+        inter = float(np.count_nonzero(g_dil & p))
+        union = float(np.count_nonzero(g_dil)) + n_pd - inter
+    return scores, inter, union
+
+
 def decode_lane_byte(byte: np.ndarray, attribute: str, value: int) -> np.ndarray:
     """Foreground pixels (background bit clear) whose `attribute` field equals `value`."""
+    return lane_field(byte, attribute) == value
+
+
+def lane_field(byte: np.ndarray, attribute: str) -> np.ndarray:
+    """int16 map of `attribute`'s value index per lane pixel, -1 where the background bit is set."""
     offset, width, _ = LANE_ATTRIBUTES[attribute]
     byte = np.asarray(byte, dtype=np.uint8)
-    foreground = (byte & bdd.LANE_BACKGROUND_BIT) == 0
-    return foreground & (((byte >> offset) & ((1 << width) - 1)) == value)
+    field = ((byte >> offset) & ((1 << width) - 1)).astype(np.int16)
+    field[(byte & bdd.LANE_BACKGROUND_BIT) != 0] = -1
+    return field
 
 
 @EVALUATORS.register("lanes")
@@ -94,14 +141,30 @@ class LaneEvaluator:
         self, attribute: str, gt_masks: list[np.ndarray], pd_masks: list[np.ndarray]
     ) -> None:
         """Add one frame's boolean masks of every value of `attribute`."""
-        scores = np.array(
-            [[boundary_f_score(g, p, r) for r in BOUND_PIXELS] for g, p in zip(gt_masks, pd_masks, strict=True)]
-        )  # fmt: skip
-        self.frame_scores[attribute].append(scores)
-        for k, (g, p) in enumerate(zip(gt_masks, pd_masks, strict=True)):
-            g_dil = dilate(g, self.vtd_dilation)
-            self.inter[attribute][k] += float((g_dil & p).sum())
-            self.union[attribute][k] += float((g_dil | p).sum())
+        stats = [
+            _pair_stats(np.asarray(g, bool), np.asarray(p, bool), BOUND_PIXELS, self.vtd_dilation)
+            for g, p in zip(gt_masks, pd_masks, strict=True)
+        ]
+        self.frame_scores[attribute].append(np.stack([s[0] for s in stats]))
+        self.inter[attribute] += np.array([s[1] for s in stats])
+        self.union[attribute] += np.array([s[2] for s in stats])
+
+    def add_fields(self, gt_fields: dict[str, np.ndarray], pd_fields: dict[str, np.ndarray]) -> None:
+        """Add one frame given per attribute value-index maps (-1 = no lane), e.g. `lane_field`."""
+        for attribute, (_, _, names) in LANE_ATTRIBUTES.items():
+            g, p = gt_fields[attribute], pd_fields[attribute]
+            gts = [g == v for v in range(len(names))]
+            pds = [p == v for v in range(len(names))]
+            self.add_masks(attribute, gts, pds)
+
+    def _add_cropped(self, fg: np.ndarray, fields: Callable[[tuple[slice, slice]], tuple]) -> None:
+        """Crop to the lane pixels of either side (plus margin) before decoding: same numbers."""
+        box = bounding_slices(fg, max(*BOUND_PIXELS, self.vtd_dilation) + 1)
+        if box is None:  # no lane anywhere: every value scores 1, nothing to count
+            for attribute, (_, _, names) in LANE_ATTRIBUTES.items():
+                self.frame_scores[attribute].append(np.ones((len(names), len(BOUND_PIXELS))))
+            return
+        self.add_fields(*fields(box))
 
     def add_bytes(self, gt_byte: np.ndarray, pred_byte: np.ndarray | None) -> None:
         """Add one frame in the BDD100K one-byte encoding (None prediction = no lanes)."""
@@ -109,10 +172,18 @@ class LaneEvaluator:
             pred_byte = np.full_like(gt_byte, bdd.LANE_BACKGROUND_BIT)
         if gt_byte.shape != pred_byte.shape:
             raise ValueError(f"lane ground truth is {gt_byte.shape}, prediction {pred_byte.shape}")
-        for attribute, (_, _, names) in LANE_ATTRIBUTES.items():
-            gts = [decode_lane_byte(gt_byte, attribute, v) for v in range(len(names))]
-            pds = [decode_lane_byte(pred_byte, attribute, v) for v in range(len(names))]
-            self.add_masks(attribute, gts, pds)
+        gt_byte = np.asarray(gt_byte, np.uint8)
+        pred_byte = np.asarray(pred_byte, np.uint8)
+        fg = ((gt_byte & bdd.LANE_BACKGROUND_BIT) == 0) | ((pred_byte & bdd.LANE_BACKGROUND_BIT) == 0)
+
+        def fields(box: tuple[slice, slice]) -> tuple[dict, dict]:
+            g, p = gt_byte[box], pred_byte[box]
+            return (
+                {a: lane_field(g, a) for a in LANE_ATTRIBUTES},
+                {a: lane_field(p, a) for a in LANE_ATTRIBUTES},
+            )
+
+        self._add_cropped(fg, fields)
 
     def add_files(self, gt_path: Path, pred_path: Path | None) -> None:
         """Add one frame from BDD100K lane bitmask PNGs."""
@@ -128,13 +199,17 @@ class LaneEvaluator:
             if pred.lanes is None:
                 raise ValueError(f"frame {pred.meta.name!r}: no lanes prediction")
             h, w = batch.image_sizes[i]
-            target = batch.lanes[i, :, :h, :w].cpu().numpy()
-            lanes = resize_nearest(pred.lanes, (h, w)).cpu().numpy()
-            for attribute, (_, _, names) in LANE_ATTRIBUTES.items():
-                c = _MODEL_CHANNEL[attribute]
-                gts = [target[c] == v + 1 for v in range(len(names))]
-                pds = [lanes[c] == v + 1 for v in range(len(names))]
-                self.add_masks(attribute, gts, pds)
+            target = batch.lanes[i, :, :h, :w].cpu().numpy().astype(np.int16)
+            lanes = resize_nearest(pred.lanes, (h, w)).cpu().numpy().astype(np.int16)
+            fg = (target > 0).any(axis=0) | (lanes > 0).any(axis=0)
+
+            def fields(box: tuple[slice, slice], t=target, p=lanes) -> tuple[dict, dict]:
+                return (
+                    {a: t[(c, *box)] - 1 for a, c in _MODEL_CHANNEL.items()},
+                    {a: p[(c, *box)] - 1 for a, c in _MODEL_CHANNEL.items()},
+                )
+
+            self._add_cropped(fg, fields)
 
     def compute(self) -> dict[str, float]:
         """`F1_pix{1,2,5}` (mean of the three attributes), per attribute / value, `VTD_mIoU`."""

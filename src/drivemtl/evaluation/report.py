@@ -35,14 +35,20 @@ def markdown_table(
     return "\n".join(lines)
 
 
-def write_report(results: dict[str, dict[str, float]], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write `metrics.json` (NaN as null) and `metrics.md` atomically; returns both paths."""
+def write_report(
+    results: dict[str, dict[str, float]], out_dir: str | Path, footer: str = ""
+) -> tuple[Path, Path]:
+    """Write `metrics.json` (NaN / inf as null) and `metrics.md` (tables, then `footer` verbatim)
+    atomically; returns both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    flat = {k: (None if math.isnan(v) else v) for k, v in flatten(results).items()}
+    flat = {k: (v if math.isfinite(v) else None) for k, v in flatten(results).items()}
     json_path = out_dir / "metrics.json"
     md_path = out_dir / "metrics.md"
-    for path, text in ((json_path, json.dumps(flat, indent=2)), (md_path, markdown_table(results))):
+    markdown = markdown_table(results)
+    if footer:
+        markdown += "\n```\n" + footer.rstrip("\n") + "\n```\n"
+    for path, text in ((json_path, json.dumps(flat, indent=2)), (md_path, markdown)):
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)

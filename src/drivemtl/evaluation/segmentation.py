@@ -24,15 +24,29 @@ from drivemtl.structures.predictions import FramePrediction
 def confusion_matrix(
     gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int = bdd.IGNORE_INDEX
 ) -> np.ndarray:
-    """[(C + 1), (C + 1)] int64 counts, rows ground truth, last row / column "ignored"."""
+    """[(C + 1), (C + 1)] int64 counts, rows ground truth, last row / column "ignored".
+
+    Ground-truth pixels outside 0..C-1 (the ignore value included) are left out; predicted values
+    outside 0..C-1 land in the last column. uint8 maps go through lookup tables (fast path).
+    """
     size = num_classes + 1
-    gt = np.asarray(gt).reshape(-1).astype(np.int64)
-    pred = np.asarray(pred).reshape(-1).astype(np.int64)
+    gt = np.asarray(gt).reshape(-1)
+    pred = np.asarray(pred).reshape(-1)
     if gt.shape != pred.shape:
         raise ValueError(f"ground truth has {gt.size} pixels but prediction has {pred.size}")
-    gt = np.where(gt == ignore_index, num_classes, gt)
-    pred = np.where((pred < 0) | (pred >= num_classes), num_classes, pred)
+    if gt.dtype == np.uint8 and pred.dtype == np.uint8 and size < 256:
+        # row offsets (dropped ground truth -> one row past the matrix) + column per value
+        row = np.full(256, size * size, dtype=np.uint16)
+        row[:num_classes] = np.arange(num_classes, dtype=np.uint16) * size
+        col = np.full(256, num_classes, dtype=np.uint16)
+        col[:num_classes] = np.arange(num_classes, dtype=np.uint16)
+        index = np.take(row, gt) + np.take(col, pred)
+        counts = np.bincount(index, minlength=size * (size + 1))[: size * size]
+        return counts.astype(np.int64).reshape(size, size)
+    gt = gt.astype(np.int64)
+    pred = pred.astype(np.int64)
     keep = (gt >= 0) & (gt < num_classes)
+    pred = np.where((pred < 0) | (pred >= num_classes), num_classes, pred)
     return np.bincount(size * gt[keep] + pred[keep], minlength=size * size).reshape(size, size)
 
 

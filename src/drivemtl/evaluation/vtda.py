@@ -74,3 +74,27 @@ def vtda(
         groups[group] = sum(x * s for x, s in members) / weight if members else math.nan
     total = sum(v for v in groups.values() if not math.isnan(v))
     return VtdaResult(groups, total)
+
+
+# VTDA metric key -> the `task/metric` key our evaluators report it under.
+RESULT_KEYS: dict[str, str] = {
+    "tagging/weather": "tagging/acc/weather",
+    "tagging/scene": "tagging/acc/scene",
+    "semantic/mIoU": "semantic/mIoU",
+    "drivable/mIoU": "drivable/VTD_mIoU",
+    "lanes/mIoU": "lanes/VTD_mIoU",
+    "detection/AP": "detection/AP",
+    "instance/AP": "instance/AP",
+    "pose/AP": "pose/AP",
+    "mot/AP": "mot/AP",
+    "mots/AP": "mots/AP",
+    "flow/mIoU": "flow/mIoU",
+    "mot/AssA": "mot/AssA",
+    "mots/AssA": "mots/AssA",
+}
+
+
+def vtda_scores(results: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The VTDA inputs found in evaluator results ({task: {metric: value}}), by VTDA key."""
+    flat = {f"{t}/{k}": v for t, metrics in results.items() for k, v in metrics.items()}
+    return {key: flat[source] for key, source in RESULT_KEYS.items() if source in flat}

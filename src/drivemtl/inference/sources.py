@@ -10,17 +10,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from drivemtl.errors import DriveMTLError
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 
 
-class SourceError(ValueError):
+class SourceError(DriveMTLError):
     """A source that does not exist or cannot be read; the message names the file."""
 
 
 @dataclass
 class SourceFrame:
-    """One frame: its name (file stem or `<video>-<index>`), RGB pixels and position in the source."""
+    """One frame: its name, RGB pixels and position in the source.
+
+    Images are named by their file name; video frames BDD100K-style `<video>-<index + 1:07d>.jpg`.
+    """
 
     name: str
     image: np.ndarray
@@ -47,7 +52,7 @@ class FrameSource:
     def __iter__(self) -> Iterator[SourceFrame]:
         if self.kind == "images":
             for index, path in enumerate(self.paths):
-                yield SourceFrame(path.stem, read_image(path), index)
+                yield SourceFrame(path.name, read_image(path), index)
             return
         path = self.paths[0]
         capture = cv2.VideoCapture(str(path))
@@ -57,9 +62,8 @@ class FrameSource:
                 ok, frame = capture.read()
                 if not ok:
                     break
-                yield SourceFrame(
-                    f"{path.stem}-{index:07d}", frame[..., ::-1].copy(), index, path.stem
-                )
+                name = f"{path.stem}-{index + 1:07d}.jpg"
+                yield SourceFrame(name, frame[..., ::-1].copy(), index, path.stem)
                 index += 1
         finally:
             capture.release()

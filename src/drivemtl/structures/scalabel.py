@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from drivemtl.errors import DriveMTLError
+
 AttributeValue = bool | int | float | str | list[float] | list[str]
 
 
@@ -128,7 +130,7 @@ class Frame(_Model):
     labels: list[Label] | None = None
 
 
-class ScalabelFormatError(ValueError):
+class ScalabelFormatError(DriveMTLError):
     """A label file that does not follow the Scalabel format; the message names file and frame."""
 
 

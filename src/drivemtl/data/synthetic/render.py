@@ -8,11 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
 from drivemtl.data.png_codecs import encode_lane_byte
-from drivemtl.data.synthetic.camera import Camera, affine, invert_rigid
+from drivemtl.data.synthetic.camera import affine, invert_rigid
 from drivemtl.data.synthetic.raster import FIRST_FACE, GROUND, NEAR, SKY, Raster, rasterize
 from drivemtl.data.synthetic.road import SEM
 from drivemtl.data.synthetic.scene import World
@@ -90,20 +91,6 @@ def _transform_table(world: World, t: int) -> np.ndarray:
     return np.concatenate([static[None], parts], axis=0)[:, :3, :]
 
 
-def _apply(
-    table: np.ndarray, index: np.ndarray, points: np.ndarray, translate: bool = True
-) -> np.ndarray:
-    """Apply per-point transforms table[index] ([N] into [K, 3, 4]) to points [N, 3]."""
-    out = np.empty_like(points)
-    for i in range(3):
-        acc = table[:, i, 0][index] * points[:, 0] + table[:, i, 1][index] * points[:, 1]
-        acc += table[:, i, 2][index] * points[:, 2]
-        if translate:
-            acc += table[:, i, 3][index]
-        out[:, i] = acc
-    return out
-
-
 def _edges(semantic: np.ndarray) -> np.ndarray:
     edges = np.zeros(semantic.shape, dtype=np.uint8)
     dx = semantic[:, 1:] != semantic[:, :-1]
@@ -165,35 +152,29 @@ def render_frame(world: World, t: int, raster: Raster, raster_next: Raster | Non
     """All labels and the image of frame t (flow needs the raster of frame t + 1)."""
     cam = world.camera
     h, w = cam.height, cam.width
-    face = raster.face.ravel()
-    rays = cam.rays().reshape(-1, 3).astype(np.float32)
-    px = _Pixels(face, raster.inv_depth.ravel(), rays, world.part_static)
-    c2w = invert_rigid(world.world_to_camera[t])
-    world_pts = affine(px.points, c2w)
+    px = _Dense(world, t, raster)
+    face = raster.face
 
-    # ground map
-    g = px.ground_rows
-    gs, gd = world.road.to_road(
-        world_pts[g, 0].astype(np.float64), world_pts[g, 2].astype(np.float64)
+    # ground map (only ground pixels)
+    g = px.ground
+    gmap = world.road.classify(
+        *world.road.to_road(
+            px.wx.ravel()[g].astype(np.float64), px.wz.ravel()[g].astype(np.float64)
+        )
     )
-    gmap = world.road.classify(gs, gd)
-
-    n = h * w
-    semantic = np.full(n, SEM["sky"], dtype=np.uint8)
-    semantic[px.ground] = gmap.semantic
-    semantic[px.boxes] = world.part_semantic[px.part]
-    drivable = np.full(n, 2, dtype=np.uint8)
-    drivable[px.ground] = gmap.drivable
-    lanes = np.full(n, 255, dtype=np.uint8)
-    lanes[px.ground] = encode_lane_byte(gmap.lane_category, gmap.lane_direction, gmap.lane_style)
-    lanes = lanes.reshape(h, w)
+    semantic = np.concatenate(
+        [[SEM["sky"], SEM["road"]], np.repeat(world.part_semantic, 6)]
+    ).astype(np.uint8)[face]
+    semantic.ravel()[g] = gmap.semantic
+    drivable = np.full((h, w), 2, dtype=np.uint8)
+    drivable.ravel()[g] = gmap.drivable
+    lanes = np.full((h, w), 255, dtype=np.uint8)
+    lanes.ravel()[g] = encode_lane_byte(gmap.lane_category, gmap.lane_direction, gmap.lane_style)
 
     # objects
     num_obj = len(world.objects)
-    obj_flat = np.zeros(n, dtype=np.int32)
-    obj_flat[px.boxes] = world.part_object[px.part] + 1
-    obj_map = obj_flat.reshape(h, w)
-    areas = np.bincount(obj_flat, minlength=num_obj + 1)
+    obj_map = np.concatenate([[0, 0], np.repeat(world.part_object + 1, 6)]).astype(np.int32)[face]
+    areas = np.bincount(obj_map.ravel(), minlength=num_obj + 1)
     slices = ndimage.find_objects(obj_map, max_label=num_obj)
     objects: list[ObjectLabel] = []
     track_of = np.zeros(num_obj + 1, dtype=np.int32)
@@ -225,53 +206,78 @@ def render_frame(world: World, t: int, raster: Raster, raster_next: Raster | Non
             cat_of[i + 1] = THING_INDEX[obj.category]
         objects.append(label)
     if drop.any():
-        semantic[drop[obj_flat]] = IGNORE_INDEX
-    semantic = semantic.reshape(h, w)
+        semantic[drop[obj_map]] = IGNORE_INDEX
     instance_ids = track_of[obj_map]
     instance_category = cat_of[obj_map]
 
     normal_table = raster.face_normals.astype(np.float32)
     normal_table[SKY] = 0.0
-    normals = np.stack([normal_table[:, i][raster.face] for i in range(3)])
-    depth = px.depth.reshape(h, w)
+    normals = np.stack([normal_table[:, i][face] for i in range(3)])
 
     flow = flow_valid = None
     if raster_next is not None:
         flow, flow_valid = _flow(world, t, px, raster_next)
 
-    image = _shade(world, t, raster, px, world_pts, gmap.material)
+    image = _shade(world, t, raster, px, gmap.material)
     return SynthFrame(
         video="", frame_index=t, tags=dict(world.tags), image=image, semantic=semantic,
-        drivable=drivable.reshape(h, w), lanes=lanes, instance_ids=instance_ids,
-        instance_category=instance_category, depth=depth,
-        normals=normals, edges=_edges(semantic),
-        objects=objects, lane_lines=_lane_lines(world, t), flow=flow, flow_valid=flow_valid,
+        drivable=drivable, lanes=lanes, instance_ids=instance_ids,
+        instance_category=instance_category, depth=px.depth, normals=normals,
+        edges=_edges(semantic), objects=objects, lane_lines=_lane_lines(world, t), flow=flow,
+        flow_valid=flow_valid,
     )  # fmt: skip
 
 
-class _Pixels:
-    """Flat index sets of one frame: sky / ground / box pixels, depth and camera-frame points
-    (`points` rows follow `solid`), part of each box pixel and which box pixels move."""
+class _Dense:
+    """Per-pixel geometry of one frame as dense [H, W] arrays: depth (0 on sky), camera-frame
+    points (sky pixels hold their unit-depth ray), world points, part index (-1 = sky / ground),
+    and flat indices of ground pixels and of pixels on moving parts."""
 
-    def __init__(
-        self, face: np.ndarray, inv_depth: np.ndarray, rays: np.ndarray, static: np.ndarray
-    ):
+    def __init__(self, world: World, t: int, raster: Raster):
+        cam = world.camera
+        face = raster.face
         self.face = face
-        self.rays = rays
-        self.sky = np.flatnonzero(face == SKY)
-        self.solid = np.flatnonzero(face != SKY)
-        solid_face = face[self.solid]
-        self.ground_rows = np.flatnonzero(solid_face == GROUND)
-        self.box_rows = np.flatnonzero(solid_face >= FIRST_FACE)
-        self.ground = self.solid[self.ground_rows]
-        self.boxes = self.solid[self.box_rows]
-        self.part = (face[self.boxes] - FIRST_FACE) // 6
-        self.depth = np.zeros(len(face), dtype=np.float32)
-        self.depth[self.solid] = 1.0 / inv_depth[self.solid]
-        self.points = rays[self.solid] * self.depth[self.solid, None]
-        moving = ~static[self.part] if len(static) else np.zeros(len(self.part), bool)
-        self.moving_rows = self.box_rows[moving]
-        self.moving_part = self.part[moving]
+        self.sky = face == SKY
+        d1 = 1.0 / np.where(self.sky, np.float32(1.0), raster.inv_depth)
+        self.depth = np.where(self.sky, np.float32(0.0), d1).astype(np.float32)
+        self.rx = ((np.arange(cam.width) - cam.cx) / cam.fx).astype(np.float32)[None, :]
+        self.ry = ((np.arange(cam.height) - cam.cy) / cam.fy).astype(np.float32)[:, None]
+        self.x = self.rx * d1
+        self.y = self.ry * d1
+        self.z = d1
+        self.part = (face - FIRST_FACE) // 6  # -1 on sky and ground
+        self.ground = np.flatnonzero(face == GROUND)
+        moving = (
+            np.concatenate([[False], ~world.part_static])
+            if len(world.part_size)
+            else np.zeros(1, bool)
+        )
+        self.moving = np.flatnonzero(moving[self.part + 1])
+        self.moving_part = self.part.ravel()[self.moving]
+        c2w = invert_rigid(world.world_to_camera[t]).astype(np.float32)
+        self.c2w = c2w
+        self.wx, self.wy, self.wz = _affine_dense(c2w, self.x, self.y, self.z)
+
+
+def _affine_dense(
+    m: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, weight: np.ndarray | float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply a 3x4 (or 4x4) transform to dense coordinate arrays; `weight` scales the translation."""
+    return tuple(m[i, 0] * x + m[i, 1] * y + m[i, 2] * z + m[i, 3] * weight for i in range(3))  # type: ignore[return-value]
+
+
+def _apply_subset(
+    table: np.ndarray, index: np.ndarray, coords: tuple[np.ndarray, ...], rows: np.ndarray
+) -> list[np.ndarray]:
+    """Per-point transforms table[index] ([K, 3, 4]) applied to coords at flat indices `rows`."""
+    x, y, z = (c.ravel()[rows] for c in coords)
+    return [
+        table[index, i, 0] * x
+        + table[index, i, 1] * y
+        + table[index, i, 2] * z
+        + table[index, i, 3]
+        for i in range(3)
+    ]
 
 
 def _keypoints(
@@ -294,107 +300,103 @@ def _keypoints(
     return out
 
 
-def _flow(world: World, t: int, px: _Pixels, nxt: Raster) -> tuple[np.ndarray, np.ndarray]:
+def _flow(world: World, t: int, px: _Dense, nxt: Raster) -> tuple[np.ndarray, np.ndarray]:
     cam = world.camera
     h, w = cam.height, cam.width
     table = _transform_table(world, t).astype(np.float32)
-    static = table[0]
-    moved = affine(px.points, static)
-    if len(px.moving_rows):
-        moved[px.moving_rows] = _apply(table, px.moving_part + 1, px.points[px.moving_rows])
-    sky_dirs = affine(px.rays[px.sky], static, translate=False)
-    flat = np.zeros((h * w, 3), dtype=np.float32)
-    flat[px.solid] = moved
-    flat[px.sky] = sky_dirs
-    z = flat[:, 2]
-    front = z > NEAR
-    zs = np.where(front, z, 1.0)
-    u1 = cam.fx * flat[:, 0] / zs + np.float32(cam.cx)
-    v1 = cam.fy * flat[:, 1] / zs + np.float32(cam.cy)
-    u0, v0 = _grid(cam)
-    flow = np.stack([u1 - u0, v1 - v0]).astype(np.float32)
-    col = np.rint(u1).astype(np.int64)
-    row = np.rint(v1).astype(np.int64)
-    inside = np.flatnonzero(front & (col >= 0) & (col < w) & (row >= 0) & (row < h))
-    target = row[inside] * w + col[inside]
+    solid = (~px.sky).astype(np.float32)  # sky points are directions: no translation
+    mx, my, mz = _affine_dense(table[0], px.x, px.y, px.z, solid)
+    if len(px.moving):
+        moved = _apply_subset(table, px.moving_part + 1, (px.x, px.y, px.z), px.moving)
+        for dst, src in zip((mx, my, mz), moved, strict=True):
+            dst.ravel()[px.moving] = src
+    front = mz > NEAR
+    zs = np.where(front, mz, np.float32(1.0))
+    u1 = np.float32(cam.fx) * mx / zs + np.float32(cam.cx)
+    v1 = np.float32(cam.fy) * my / zs + np.float32(cam.cy)
+    col = np.rint(u1).astype(np.int32)
+    row = np.rint(v1).astype(np.int32)
+    inside = front & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    row *= w
+    row += col
+    target = np.where(inside, row, 0)
     next_face = nxt.face.ravel()[target]
     next_sky = next_face == SKY
-    next_inv = nxt.inv_depth.ravel()[target]
-    with np.errstate(divide="ignore"):
-        next_depth = 1.0 / np.where(next_sky, 1.0, next_inv)
-    zi = z[inside]
-    here_sky = px.face[inside] == SKY
-    depth_ok = np.abs(next_depth - zi) <= 0.03 * zi + 0.05
-    valid = np.zeros(h * w, dtype=bool)
+    next_depth = 1.0 / np.where(next_sky, np.float32(1.0), nxt.inv_depth.ravel()[target])
+    depth_ok = np.abs(next_depth - mz) <= 0.03 * mz + 0.05
     # the point must reappear on the same surface owner (object, or ground / static world)
     owner_of = np.concatenate([[-1, -1], np.repeat(world.part_object, 6)])
-    same_owner = owner_of[px.face[inside]] == owner_of[next_face]
-    valid[inside] = np.where(here_sky, next_sky, ~next_sky & depth_ok & same_owner)
-    flow[:, ~valid] = 0.0
-    return flow.reshape(2, h, w), valid.reshape(h, w)
+    same_owner = owner_of[px.face] == owner_of[next_face]
+    valid = inside & np.where(px.sky, next_sky, ~next_sky & depth_ok & same_owner)
+    cols = np.arange(w, dtype=np.float32)[None, :]
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    flow = np.empty((2, h, w), dtype=np.float32)
+    np.subtract(u1, cols, out=flow[0])
+    np.subtract(v1, rows, out=flow[1])
+    flow *= valid
+    return flow, valid
 
 
-def _grid(cam: Camera) -> tuple[np.ndarray, np.ndarray]:
-    """Flat pixel column / row coordinates (float32)."""
-    cols = np.tile(np.arange(cam.width, dtype=np.float32), cam.height)
-    rows = np.repeat(np.arange(cam.height, dtype=np.float32), cam.width)
-    return cols, rows
-
-
-def _shade(
-    world: World, t: int, raster: Raster, px: _Pixels, world_pts: np.ndarray, ground_mat: np.ndarray
-) -> np.ndarray:
+def _shade(world: World, t: int, raster: Raster, px: _Dense, ground_mat: np.ndarray) -> np.ndarray:
     cam = world.camera
-    h, w = cam.height, cam.width
     look = make_look(world.tags)
     table = world.palette.tables()
-    image = np.zeros((h * w, 3), dtype=np.float32)
-    c2w = invert_rigid(world.world_to_camera[t])
 
-    # lit base colour per face (boxes) or per ground material, times a surface texture
-    world_normals = affine(raster.face_normals, c2w, translate=False)
+    # lit base colour per face (boxes) or per ground material, indexed by an appearance id
+    world_normals = affine(raster.face_normals, px.c2w.astype(np.float64), translate=False)
     sun = np.clip((world_normals * look.sun).sum(axis=1), 0.0, None)
     shade = (look.ambient + look.diffuse * sun).astype(np.float32)
     face_material = np.concatenate([[0, 0], np.repeat(world.part_material, 6)])
-    face_rgb = table["rgb"][face_material] * (shade[:, None] * look.gain[None])
-    ground_rgb = table["rgb"] * (shade[GROUND] * look.gain[None])
-    mats = np.empty(len(px.solid), dtype=np.int64)
-    mats[px.ground_rows] = ground_mat
-    mats[px.box_rows] = world.part_material[px.part]
-    colour = np.empty((len(px.solid), 3), dtype=np.float32)
-    colour[px.ground_rows] = ground_rgb[ground_mat]
-    colour[px.box_rows] = face_rgb[px.face[px.boxes]]
+    num_faces = len(face_material)
+    rgb = np.concatenate([
+        table["rgb"][face_material] * (shade[:, None] * look.gain[None]),
+        table["rgb"] * (shade[GROUND] * look.gain[None]),
+    ]).astype(np.float32)  # fmt: skip
+    appearance = px.face.astype(np.int64)
+    appearance.ravel()[px.ground] = num_faces + ground_mat
+    mats = np.concatenate([face_material, np.arange(len(table["rgb"]))])[appearance]
 
     # surface-anchored texture coordinates: world for static surfaces, part frame if moving
-    local = world_pts.copy()
-    if len(px.moving_rows):
+    lx, ly, lz = px.wx.copy(), px.wy.copy(), px.wz.copy()
+    if len(px.moving):
         to_local = invert_rigid(world.part_pose[t]) @ invert_rigid(world.world_to_camera[t])[None]
-        local[px.moving_rows] = _apply(
-            to_local[:, :3, :].astype(np.float32), px.moving_part, px.points[px.moving_rows]
+        moved = _apply_subset(
+            to_local[:, :3, :].astype(np.float32), px.moving_part, (px.x, px.y, px.z), px.moving
         )
+        for dst, src in zip((lx, ly, lz), moved, strict=True):
+            dst.ravel()[px.moving] = src
     # pixels per metre of surface: f * cos(incidence) / depth, with cos = plane distance / range
-    depth = px.depth[px.solid]
-    distance = raster.face_distance.astype(np.float32)[px.face[px.solid]]
-    footprint = np.float32(cam.fx) * distance * cam.inverse_ray_norms()[px.solid] / (depth * depth)
-    factor, lit = texture(local, mats, table, footprint)
-    colour *= factor[:, None]
+    distance = raster.face_distance.astype(np.float32)[px.face]
+    inv_norm = cam.inverse_ray_norms().reshape(cam.height, cam.width)
+    footprint = np.float32(cam.fx) * distance * inv_norm / (px.z * px.z)
+    factor, lit = texture((lx, ly, lz), mats, table, footprint)
 
-    emissive = (table["emissive"] > 0).any(axis=1)
-    glowing = np.flatnonzero(emissive[mats])
-    if len(glowing):
-        colour[glowing] += table["emissive"][mats[glowing]] * np.float32(look.emissive)
-    if look.emissive > 0.5 and lit.any():
-        colour[lit] += np.array([210, 180, 100], np.float32) * np.float32(look.emissive * 0.8)
+    glowing = np.flatnonzero((table["emissive"] > 0).any(axis=1)[mats])
+    lit_idx = np.flatnonzero(lit) if look.emissive > 0.5 else np.zeros(0, np.int64)
+    fog = None
     if look.fog_distance < 500:
-        fog = np.exp(-depth / np.float32(look.fog_distance))[:, None]
-        colour = colour * fog + look.fog_colour[None] * (1 - fog)
-    image[px.solid] = colour
-    if len(px.sky):
-        dirs = affine(px.rays[px.sky], c2w, translate=False)
-        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-        brightness = 1.0 if world.tags["timeofday"] == "night" else float(look.gain.mean())
-        image[px.sky] = sky_colour(dirs, look) * np.float32(brightness)
-    image = image.reshape(h, w, 3)
+        fog = np.exp(-px.z / np.float32(look.fog_distance))
+    up = -(px.c2w[1, 0] * px.rx + px.c2w[1, 1] * px.ry + px.c2w[1, 2]) * inv_norm
+    azimuth = None
+    if look.clouds:
+        dx = px.c2w[0, 0] * px.rx + px.c2w[0, 1] * px.ry + px.c2w[0, 2]
+        dz = px.c2w[2, 0] * px.rx + px.c2w[2, 1] * px.ry + px.c2w[2, 2]
+        azimuth = np.arctan2(dx, dz)
+    brightness = np.float32(1.0 if world.tags["timeofday"] == "night" else look.gain.mean())
+    sky = sky_colour(up, azimuth, look)
+    channels = []
+    for ch in range(3):
+        colour = rgb[:, ch][appearance] * factor
+        if len(glowing):
+            colour.ravel()[glowing] += table["emissive"][mats.ravel()[glowing], ch] * np.float32(
+                look.emissive
+            )
+        if len(lit_idx):
+            colour.ravel()[lit_idx] += np.float32((210, 180, 100)[ch] * look.emissive * 0.8)
+        if fog is not None:
+            colour = colour * fog + look.fog_colour[ch] * (1 - fog)
+        channels.append(np.where(px.sky, sky[ch] * brightness, colour).astype(np.float32))
+    image = cv2.merge(channels)
     rng = np.random.default_rng([world.seed_state, t])
     weather_overlay(image, look, rng)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)

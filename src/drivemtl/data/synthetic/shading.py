@@ -118,11 +118,13 @@ def texture(
         if not len(where):
             continue
         along = lx.ravel()[where] + lz.ravel()[where]
-        fa = np.mod(along / period, 1.0)
+        fa = along / period
+        fa -= np.floor(fa)
         fade = _fade(period, footprint.ravel()[where])
         if key == "windows":
             y = ly.ravel()[where]
-            fy = np.mod(y / 3.2, 1.0)
+            fy = y / 3.2
+            fy -= np.floor(fy)
             mark = (fa > 0.3) & (fa < 0.75) & (fy > 0.3) & (fy < 0.8)
             cells = _hash(np.floor(along / period), np.floor(y / 3.2), np.zeros_like(y))
             lit.ravel()[where] = mark & (cells > 0.55)
@@ -138,7 +140,9 @@ def sky_colour(up: np.ndarray, azimuth: np.ndarray | None, look: Look) -> list[n
     t = np.sqrt(np.clip(up, 0.0, 1.0)).astype(np.float32)
     cloud = None
     if look.clouds and azimuth is not None:
-        c = np.sin(azimuth * 9.0 + 1.3) * np.sin(up * 30.0) + 0.6 * np.sin(azimuth * 23.0 + up * 45.0)
+        c = np.sin(azimuth * 9.0 + 1.3) * np.sin(up * 30.0) + 0.6 * np.sin(
+            azimuth * 23.0 + up * 45.0
+        )
         cloud = np.clip((c - 0.5) * 2.0, 0.0, 1.0).astype(np.float32)
     out = []
     for ch in range(3):
@@ -154,17 +158,27 @@ def weather_overlay(image: np.ndarray, look: Look, rng: np.random.Generator) -> 
     """Draw rain streaks or snow flakes on a float RGB image in place."""
     h, w = image.shape[:2]
     if look.rain:
-        layer = np.zeros((h, w), np.float32)
-        for _ in range(max(8, w * h // 2500)):
-            x, y = rng.uniform(0, w), rng.uniform(0, h)
-            length = rng.uniform(0.03, 0.08) * h
-            cv2.line(layer, (int(x), int(y)), (int(x - 0.25 * length), int(y + length)), 1.0, 1)
-        image *= 1 - 0.35 * layer[..., None]
-        image += 0.35 * 200 * layer[..., None]
+        count = max(8, w * h // 2500)
+        x, y = rng.uniform(0, w, count), rng.uniform(0, h, count)
+        length = rng.uniform(0.03, 0.08, count) * h
+        ends = np.stack([x - 0.25 * length, y + length], axis=1)
+        lines = np.stack([np.stack([x, y], axis=1), ends], axis=1).astype(np.int32)
+        layer = np.zeros((h, w), np.uint8)
+        cv2.polylines(layer, list(lines), False, 1, 1)
+        _blend(image, layer, 0.35, 200.0)
     if look.snow:
-        layer = np.zeros((h, w), np.float32)
+        count = max(10, w * h // 1200)
+        layer = np.zeros((h, w), np.uint8)
+        layer[rng.integers(0, h, count), rng.integers(0, w, count)] = 1
         radius = max(1, w // 320)
-        for _ in range(max(10, w * h // 1200)):
-            cv2.circle(layer, (int(rng.uniform(0, w)), int(rng.uniform(0, h))), radius, 1.0, -1)
-        image *= 1 - 0.8 * layer[..., None]
-        image += 0.8 * 245 * layer[..., None]
+        if radius > 1 or w >= 320:
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+            layer = cv2.dilate(layer, kernel)
+        _blend(image, layer, 0.8, 245.0)
+
+
+def _blend(image: np.ndarray, layer: np.ndarray, alpha: float, value: float) -> None:
+    where = np.flatnonzero(layer)
+    if len(where):
+        flat = image.reshape(-1, 3)
+        flat[where] = flat[where] * (1 - alpha) + alpha * value

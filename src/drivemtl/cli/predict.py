@@ -1,0 +1,42 @@
+"""`drivemtl predict`: run a trained model on images, folders, globs or videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: --set data.transforms.test_height=360"),
+]
+
+
+def predict(
+    config: Annotated[Path, typer.Argument(help="Run config YAML the model was trained with.")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Weights (.safetensors).")],
+    source: Annotated[str, typer.Option("--source", help="Image, folder, glob or video file.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    panels: Annotated[
+        bool, typer.Option("--panels", help="Also write one picture per task.")
+    ] = False,
+    tasks: Annotated[
+        list[str] | None, typer.Option("--task", help="Only these tasks (repeatable).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    overrides: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Overlays of every predicted task per frame, an MP4 for videos, and BDD-format predictions."""
+    from drivemtl.config import load_config
+    from drivemtl.inference.run import run_predict
+
+    cfg = load_config(config, overrides=overrides or [])
+    result = run_predict(cfg, checkpoint, source, out, panels, tasks, device, progress)
+    console = Console()
+    console.print(f"{result.frames} frames -> overlays in {out / 'overlays'}")
+    if result.video is not None:
+        console.print(f"video: {result.video}")
+    console.print(f"predictions (BDD100K / Scalabel format): {result.predictions}")
