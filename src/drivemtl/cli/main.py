@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from drivemtl.cli.demo import demo
 from drivemtl.cli.errors import USER_ERRORS
 from drivemtl.cli.eval_files import eval_files
 from drivemtl.cli.model import app as model_app
@@ -31,6 +32,7 @@ app.add_typer(model_app, name="model")
 app.command("train")(train)
 app.command("pseudo-label")(pseudo_label)
 app.command("predict")(predict)
+app.command("demo")(demo)
 
 console = Console()
 SetOption = Annotated[

@@ -50,13 +50,17 @@ def encode_flow(flow: np.ndarray, valid: np.ndarray) -> np.ndarray:
     if flow.ndim != 3 or flow.shape[0] != 2:
         raise ValueError(f"flow must be [2, H, W], got {flow.shape}")
     valid = np.asarray(valid, dtype=bool) & np.isfinite(flow).all(axis=0)
-    out = np.zeros((*flow.shape[1:], 3), dtype=np.uint16)
+    planes = []
     for c in range(2):
-        values = np.where(valid, flow[c], 0.0) * np.float32(FLOW_SCALE) + np.float32(FLOW_OFFSET)
-        np.clip(np.rint(values, out=values), 0, 65535, out=values)
-        out[..., c] = np.where(valid, values, 0)
-    out[..., 2] = valid
-    return out
+        values = np.where(valid, flow[c], np.float32(0.0))
+        values *= np.float32(FLOW_SCALE)
+        values += np.float32(FLOW_OFFSET)
+        np.rint(values, out=values)
+        np.clip(values, 0, 65535, out=values)
+        values *= valid
+        planes.append(values.astype(np.uint16))
+    planes.append(valid.astype(np.uint16))
+    return cv2.merge(planes)
 
 
 def decode_flow(png: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,13 +76,18 @@ def encode_normals(normals: np.ndarray) -> np.ndarray:
     normals = np.asarray(normals, dtype=np.float32)
     if normals.ndim != 3 or normals.shape[0] != 3:
         raise ValueError(f"normals must be [3, H, W], got {normals.shape}")
-    valid = (normals != 0).any(axis=0)
-    out = np.zeros((*normals.shape[1:], 3), dtype=np.uint16)
+    valid = (normals[0] != 0) | (normals[1] != 0) | (normals[2] != 0)
+    planes = []
     for c in range(3):
-        values = (normals[c] + np.float32(1.0)) * np.float32(NORMAL_SCALE)
-        np.clip(np.rint(values, out=values), 0, 65535, out=values)
-        out[..., c] = np.where(valid, values, 0)
-    out[valid & (out == 0).all(axis=-1)] = 1  # never let a valid normal read as invalid
+        values = normals[c] + np.float32(1.0)
+        values *= np.float32(NORMAL_SCALE)
+        np.rint(values, out=values)
+        np.clip(values, 0, 65535, out=values)
+        values *= valid
+        planes.append(values.astype(np.uint16))
+    out = cv2.merge(planes)
+    lost = valid & (planes[0] == 0) & (planes[1] == 0) & (planes[2] == 0)
+    out[lost] = 1  # never let a valid normal read as invalid
     return out
 
 
@@ -110,13 +119,16 @@ def encode_instance_rgba(
     if instance_id.max(initial=0) > 65535:
         raise ValueError("instance ids must fit in 16 bits (B * 256 + A)")
     fg = category >= 0
-    out = np.zeros((*category.shape, 4), dtype=np.uint8)
-    out[..., 0] = np.where(fg, category + 1, 0)
-    if flags is not None:
-        out[..., 1] = np.where(fg, flags, 0)
-    out[..., 2] = np.where(fg, instance_id >> 8, 0)
-    out[..., 3] = np.where(fg, instance_id & 255, 0)
-    return out
+    ids = np.where(fg, instance_id, 0)
+    planes = [
+        np.where(fg, category + 1, 0).astype(np.uint8),
+        np.zeros(category.shape, np.uint8)
+        if flags is None
+        else np.where(fg, flags, 0).astype(np.uint8),
+        (ids >> 8).astype(np.uint8),
+        (ids & 255).astype(np.uint8),
+    ]
+    return cv2.merge(planes)
 
 
 def decode_instance_rgba(rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

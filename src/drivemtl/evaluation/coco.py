@@ -247,7 +247,12 @@ class CocoEvaluator:
         anns = []
         for k in range(len(inst)):
             cls = int(classes[k])
-            if not 0 <= cls < len(self.categories):
+            if self.iou_type == "keypoints" and not is_pred and inst.keypoints is not None:
+                if not bool((inst.keypoints[k, :, 2] > 0).any()):
+                    continue  # an object without a pose label is no pose ground truth
+            elif not 0 <= cls < len(self.categories):
+                if not is_pred:  # ground truth of other categories is left out (toolkit rule)
+                    continue
                 raise EvaluationInputError(
                     f"frame {name!r}: class index {cls} outside 0..{len(self.categories) - 1}"
                 )
@@ -268,7 +273,7 @@ class CocoEvaluator:
                     raise EvaluationInputError(f"frame {name!r}: instances carry no keypoints")
                 kp = inst.keypoints[k].detach().cpu().double().numpy()
                 ann["keypoints"] = kp.reshape(-1).tolist()
-                ann["num_keypoints"] = int(kp.shape[0])
+                ann["num_keypoints"] = int((kp[:, 2] > 0).sum())
             if is_pred:
                 ann["score"] = float(inst.scores[k])  # type: ignore[index]
             anns.append(ann)

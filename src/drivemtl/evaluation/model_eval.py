@@ -191,7 +191,9 @@ def evaluate_model(
 
     dataset = build_dataset(data, split)
     model_tasks = list(model.task_names)  # type: ignore[attr-defined]
-    evaluators = build_evaluators(model_tasks)
+    plugins = getattr(model, "tasks", {})
+    classes = {t: p.classes for t, p in plugins.items() if isinstance(getattr(p, "classes", None), tuple)}
+    evaluators = build_evaluators(model_tasks, classes)
     skipped = [t for t in model_tasks if t not in evaluators]
     if skipped:
         LOG.warning("no evaluator for task(s) %s: not scored", skipped)

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
 
 from drivemtl.evaluation.base import EVALUATORS
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
 
 
-def build_evaluators(tasks: Iterable[str]) -> dict[str, object]:
-    """A fresh evaluator for each task name that has one registered (others are skipped)."""
-    return {t: EVALUATORS.get(t)() for t in tasks if t in EVALUATORS}  # type: ignore[operator]
+def build_evaluators(
+    tasks: Iterable[str], classes: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, object]:
+    """A fresh evaluator for each task name that has one registered (others are skipped).
+
+    `classes[task]` is the class list a model predicts for the task (e.g. the 8 thing classes of
+    a detector); it is passed to evaluators that take `categories`.
+    """
+    evaluators = {}
+    for task in tasks:
+        if task not in EVALUATORS:
+            continue
+        factory = EVALUATORS.get(task)
+        names = (classes or {}).get(task)
+        if names is not None and "categories" in inspect.signature(factory).parameters:
+            evaluators[task] = factory(categories=list(names))
+        else:
+            evaluators[task] = factory()
+    return evaluators
 
 
 def evaluate_predictions(
