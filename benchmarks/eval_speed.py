@@ -1,18 +1,24 @@
 """Seconds to evaluate N frames (default 2,000) per task with DriveMTL's evaluators.
 
 Synthetic but realistic-sized inputs: 20 boxes per frame for detection / tracking (50-frame videos),
-one pose per frame, 720x1280 semantic / lane maps. Usage: python benchmarks/eval_speed.py [N]
+720x1280 semantic maps, 720x1280 lane bitmasks with four 8-pixel-wide lanes across the lower half,
+720x1280 RGBA MOTS bitmasks with 20 instances (read from PNG files). Lanes and MOTS time a subset
+and scale to N. Usage: python benchmarks/eval_speed.py [N]
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import cv2
 import numpy as np
 
 from drivemtl.evaluation.coco import CocoEvaluator
 from drivemtl.evaluation.lanes import LaneEvaluator
+from drivemtl.evaluation.seg_track import SegTrackEvaluator
 from drivemtl.evaluation.segmentation import SegmentationEvaluator
 from drivemtl.evaluation.tracking import BoxTrackEvaluator
 from drivemtl.structures import bdd
@@ -42,6 +48,37 @@ def _frames(n_frames: int, pred: bool, seed: int) -> list[Frame]:
     return frames
 
 
+def _lane_frame() -> np.ndarray:
+    """Four lanes (categories 1..4, solid / dashed) from the bottom edge towards the horizon."""
+    frame = np.full((720, 1280), 8, np.uint8)
+    for k, (x0, x1) in enumerate(((100, 560), (450, 620), (830, 660), (1180, 720))):
+        cv2.line(frame, (x0, 719), (x1, 380), int(k + 1 + (k % 2) * 16), thickness=8)
+    return frame
+
+
+def _mots_seconds(n: int, frames: int) -> float:
+    """Seconds for `n` frames of MOTS bitmask evaluation, timed on `frames` written to PNG."""
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        gts, preds = [], []
+        for f in range(frames):
+            for side, shift in (("gt", 0), ("pred", 3)):
+                rgba = np.zeros((720, 1280, 4), np.uint8)
+                for k in range(20):
+                    y, x = int(rng.integers(0, 600)), int(rng.integers(0, 1150))
+                    rgba[y + shift : y + 100 + shift, x : x + 120] = (k % 8 + 1, 0, 0, k + 1)
+                path = Path(tmp) / side / f"v{f // 50}" / f"{f:05d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+                (gts if side == "gt" else preds).append(path)
+        t = time.perf_counter()
+        mots = SegTrackEvaluator()
+        for start in range(0, frames, 50):
+            mots.add_bitmask_video(gts[start : start + 50], preds[start : start + 50])
+        mots.compute()
+        return (time.perf_counter() - t) * n / frames
+
+
 def main(n: int) -> None:
     """Print one line per task: frames and seconds."""
     gt, pred = _frames(n, False, 1), _frames(n, True, 2)
@@ -65,9 +102,8 @@ def main(n: int) -> None:
         seg.add(gt_map, pd_map)
     seg.compute()
     timings["semantic (720x1280)"] = time.perf_counter() - t
-    lane_gt = np.full((720, 1280), 8, np.uint8)
-    lane_gt[300:306, 100:1100] = 0b0000_0110
-    lane_pd = np.roll(lane_gt, 2, axis=0)
+    lane_gt = _lane_frame()
+    lane_pd = np.roll(lane_gt, 2, axis=1)
     lane_frames = min(n, 200)
     t = time.perf_counter()
     lanes = LaneEvaluator()
@@ -75,6 +111,7 @@ def main(n: int) -> None:
         lanes.add_bytes(lane_gt, lane_pd)
     lanes.compute()
     timings["lanes (720x1280)"] = (time.perf_counter() - t) * n / lane_frames
+    timings["seg_track (720x1280 bitmasks)"] = _mots_seconds(n, min(n, 100))
     for name, seconds in timings.items():
         print(f"{name:32s} {n:6d} frames {seconds:8.2f} s")
 

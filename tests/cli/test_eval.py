@@ -24,8 +24,8 @@ from drivemtl.evaluation.lanes import LaneEvaluator
 from drivemtl.evaluation.segmentation import DrivableEvaluator, SemanticEvaluator
 from drivemtl.evaluation.tagging import TaggingEvaluator
 from drivemtl.models import build_model
-from drivemtl.structures.bdd import THING_CLASSES
 from drivemtl.structures.batch import collate
+from drivemtl.structures.bdd import THING_CLASSES
 
 app = typer.Typer()
 app.command("eval")(eval_model)
@@ -58,11 +58,16 @@ def _config(root: Path, width: int = 8) -> dict:
         },
         "data": {
             "sets": {
-                "detection": {"root": str(root / "detection"),
-                              "tasks": ["tagging", "detection", "pose", "drivable", "lanes"]},
-                "segmentation": {"root": str(root / "segmentation"),
-                                 "tasks": ["semantic", "instance"], "categories": "ins_seg"},
-            },  # fmt: skip
+                "detection": {
+                    "root": str(root / "detection"),
+                    "tasks": ["tagging", "detection", "pose", "drivable", "lanes"],
+                },
+                "segmentation": {
+                    "root": str(root / "segmentation"),
+                    "tasks": ["semantic", "instance"],
+                    "categories": "ins_seg",
+                },
+            },
             "transforms": {"heights": [64]},
         },
     }

@@ -37,3 +37,16 @@ def test_eval_files_unknown_task(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval-files", "--task", "nope", "--gt", str(tmp_path),
                                       "--pred", str(tmp_path)])  # fmt: skip
     assert isinstance(result.exception, UsageError)
+
+
+def test_eval_files_seg_track_bitmask_folders(fixtures_dir: Path, tmp_path: Path) -> None:
+    source = fixtures_dir / "bdd100k/label/segtrack_bitmask.png"
+    for side in ("gt", "pred"):
+        (tmp_path / side / "video").mkdir(parents=True)
+        (tmp_path / side / "video" / "f.png").write_bytes(source.read_bytes())
+    out = tmp_path / "mots.json"
+    result = CliRunner().invoke(app, ["eval-files", "--task", "seg_track", "--gt", str(tmp_path / "gt"),
+                                      "--pred", str(tmp_path / "pred"), "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["MOTA"] == pytest.approx(100.0) and data["mMOTA"] == pytest.approx(100 / 8)

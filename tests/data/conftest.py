@@ -42,7 +42,7 @@ def bdd_fixtures(fixtures_dir: Path) -> Path:
     return fixtures_dir / "bdd100k"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def images():
     """`place_images(root, names, height, width)`: placeholder images for label-only fixtures."""
     return place_images

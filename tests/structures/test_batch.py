@@ -22,7 +22,8 @@ def test_collate_pads_images_and_dense_targets_with_ignore_values():
     assert batch.images[0, :, 2:, :].abs().sum() == 0 and batch.images[0, :, :, 3:].abs().sum() == 0
     assert batch.image_sizes == [(2, 3), (3, 4)]
 
-    expected_sem = torch.full((2, 4, 4), 255)
+    assert batch.semantic.dtype == torch.uint8  # class maps travel as uint8
+    expected_sem = torch.full((2, 4, 4), 255, dtype=torch.uint8)
     expected_sem[0, :2, :3] = sem
     assert torch.equal(batch.semantic, expected_sem)  # sample b has no semantic -> all ignore
     expected_depth = torch.zeros(2, 4, 4)

@@ -21,7 +21,9 @@ LOG = get_logger(__name__)
 def eval_files(
     task: Annotated[
         str,
-        typer.Option(help="det, ins_seg, pose, sem_seg, drivable, lane, box_track or tagging."),
+        typer.Option(
+            help="det, ins_seg, pose, sem_seg, drivable, lane, box_track, seg_track or tagging."
+        ),
     ],
     gt: Annotated[
         Path, typer.Option(help="Ground truth: Scalabel JSON (file / folder) or PNG folder.")

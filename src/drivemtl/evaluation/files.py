@@ -1,8 +1,9 @@
 """`eval-files`: evaluate prediction files in the BDD100K / Scalabel formats like the toolkit does.
 
 Scalabel JSON (a file, or a folder of per-video files) for det / ins_seg / pose / box_track /
-tagging and RLE semantic or drivable labels; folders of bitmask PNGs (matched by file name) for
-sem_seg / drivable / lane. Returns the official summary keys in percent.
+seg_track (RLE) / tagging and RLE semantic or drivable labels; folders of bitmask PNGs (matched by
+file name) for sem_seg / drivable / lane, and of RGBA bitmasks in per-video sub-folders for
+seg_track. Returns the official summary keys in percent.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from drivemtl.evaluation.base import EvaluationInputError
 from drivemtl.evaluation.coco import CocoEvaluator
 from drivemtl.evaluation.config import LabelConfig, default_config, load_label_config
 from drivemtl.evaluation.lanes import LaneEvaluator
+from drivemtl.evaluation.seg_track import SegTrackEvaluator
 from drivemtl.evaluation.segmentation import SegmentationEvaluator
 from drivemtl.evaluation.tagging import TaggingEvaluator
 from drivemtl.evaluation.tracking import BoxTrackEvaluator
@@ -26,7 +28,7 @@ from drivemtl.structures import bdd
 from drivemtl.structures.scalabel import Frame, load_frames
 
 FILE_TASKS: tuple[str, ...] = (
-    "det", "ins_seg", "pose", "sem_seg", "drivable", "lane", "box_track", "tagging",
+    "det", "ins_seg", "pose", "sem_seg", "drivable", "lane", "box_track", "seg_track", "tagging",
 )  # fmt: skip
 
 
@@ -60,6 +62,8 @@ def evaluate_files(
         return _lanes(gt, pred, strict)
     if task in ("sem_seg", "drivable") and gt.is_dir():
         return _bitmask_segmentation(task, gt, pred, label_config, strict)
+    if task == "seg_track" and gt.is_dir() and not any(gt.glob("*.json")):
+        return _bitmask_seg_track(gt, pred, label_config, strict)
     gt_frames = label_config.map_frames(load_frames(gt))
     pred_frames = label_config.map_frames(load_frames(pred))
     _check_unique(gt_frames, gt)
@@ -72,8 +76,10 @@ def evaluate_files(
         )  # type: ignore[arg-type]
         evaluator.update_frames(gt_frames, pred_frames)
         return FileEvalResult(task, evaluator.compute(), evaluator.skipped)
-    if task == "box_track":
-        tracker = BoxTrackEvaluator(label_config, strict)
+    if task in ("box_track", "seg_track"):
+        tracker = (BoxTrackEvaluator if task == "box_track" else SegTrackEvaluator)(
+            label_config, strict
+        )
         tracker.update_frames(gt_frames, pred_frames)
         return FileEvalResult(task, tracker.compute(), tracker.skipped)
     if task == "tagging":
@@ -228,3 +234,18 @@ def _lanes(gt: Path, pred: Path, strict: bool) -> FileEvalResult:
     for gt_path, pred_path in pairs:
         evaluator.add_files(gt_path, pred_path)
     return FileEvalResult("lane", evaluator.compute(), skipped)
+
+
+def _bitmask_seg_track(gt: Path, pred: Path, config: LabelConfig, strict: bool) -> FileEvalResult:
+    """RGBA bitmasks: one sub-folder per video (files directly in `gt` form one video)."""
+    pairs, skipped = _paired_pngs(gt, pred, strict)
+    videos: dict[str, list[tuple[Path, Path | None]]] = {}
+    for gt_path, pred_path in pairs:
+        videos.setdefault(gt_path.parent.relative_to(gt).as_posix(), []).append(
+            (gt_path, pred_path)
+        )
+    tracker = SegTrackEvaluator(config, strict)
+    for name in sorted(videos):
+        frames = sorted(videos[name], key=lambda pair: pair[0].name)
+        tracker.add_bitmask_video([g for g, _ in frames], [p for _, p in frames])
+    return FileEvalResult("seg_track", tracker.compute(), skipped)

@@ -149,7 +149,9 @@ class LaneEvaluator:
         self.inter[attribute] += np.array([s[1] for s in stats])
         self.union[attribute] += np.array([s[2] for s in stats])
 
-    def add_fields(self, gt_fields: dict[str, np.ndarray], pd_fields: dict[str, np.ndarray]) -> None:
+    def add_fields(
+        self, gt_fields: dict[str, np.ndarray], pd_fields: dict[str, np.ndarray]
+    ) -> None:
         """Add one frame given per attribute value-index maps (-1 = no lane), e.g. `lane_field`."""
         for attribute, (_, _, names) in LANE_ATTRIBUTES.items():
             g, p = gt_fields[attribute], pd_fields[attribute]
@@ -174,7 +176,9 @@ class LaneEvaluator:
             raise ValueError(f"lane ground truth is {gt_byte.shape}, prediction {pred_byte.shape}")
         gt_byte = np.asarray(gt_byte, np.uint8)
         pred_byte = np.asarray(pred_byte, np.uint8)
-        fg = ((gt_byte & bdd.LANE_BACKGROUND_BIT) == 0) | ((pred_byte & bdd.LANE_BACKGROUND_BIT) == 0)
+        fg = ((gt_byte & bdd.LANE_BACKGROUND_BIT) == 0) | (
+            (pred_byte & bdd.LANE_BACKGROUND_BIT) == 0
+        )
 
         def fields(box: tuple[slice, slice]) -> tuple[dict, dict]:
             g, p = gt_byte[box], pred_byte[box]

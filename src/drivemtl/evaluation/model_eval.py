@@ -192,7 +192,9 @@ def evaluate_model(
     dataset = build_dataset(data, split)
     model_tasks = list(model.task_names)  # type: ignore[attr-defined]
     plugins = getattr(model, "tasks", {})
-    classes = {t: p.classes for t, p in plugins.items() if isinstance(getattr(p, "classes", None), tuple)}
+    classes = {
+        t: p.classes for t, p in plugins.items() if isinstance(getattr(p, "classes", None), tuple)
+    }
     evaluators = build_evaluators(model_tasks, classes)
     skipped = [t for t in model_tasks if t not in evaluators]
     if skipped:
@@ -242,4 +244,3 @@ def evaluate_model(
 def frames_line(frames: Mapping[str, int]) -> str:
     """`frames: det 12, seg 8` for the console."""
     return "frames: " + ", ".join(f"{s} {n}" for s, n in frames.items())
-

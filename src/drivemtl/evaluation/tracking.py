@@ -321,11 +321,15 @@ class BoxTrackEvaluator:
                     p_boxes, p_ids, dists = p_boxes[keep], p_ids[keep], dists[:, keep]
                 if dists.shape != (0, 0):
                     accs[c].update(g_ids, p_ids, dists)
-                hota_steps[c].append((g_ids, p_ids, g_boxes, p_boxes))
-        for c in range(num_classes):
+                similarity = np.nan_to_num(1.0 - box_iou_distance(g_boxes, p_boxes, 1.0), nan=0.0)
+                hota_steps[c].append((g_ids, p_ids, similarity))
+        self._finish_video(accs, hota_steps)
+
+    def _finish_video(self, accs: list[ClearAccumulator], hota_steps: list[list[tuple]]) -> None:
+        for c in range(len(self.config.categories)):
             if accs[c].events:
                 self.per_class[c].append(accs[c].finish())
-            if any(len(g) or len(p) for g, p, _, _ in hota_steps[c]):
+            if any(len(g) or len(p) for g, p, _ in hota_steps[c]):
                 self.hota_data[c].append(_hota_sequence(hota_steps[c]))
 
     def compute(self) -> dict[str, float]:
@@ -394,18 +398,20 @@ def _integer_ids(frames: list[Frame]) -> dict[str, int] | None:
 
 
 def _hota_sequence(steps: list[tuple]) -> dict:
-    """One video of one class in TrackEval's input layout (contiguous ids, IoU similarities)."""
+    """One video of one class in TrackEval's input layout (contiguous ids, IoU similarities).
+
+    `steps` holds per frame (ground-truth ids, predicted ids, IoU matrix [G, P] with 0 for none).
+    """
     gt_map: dict[int, int] = {}
     tr_map: dict[int, int] = {}
     data: dict = {"gt_ids": [], "tracker_ids": [], "similarity_scores": []}
     num_gt = num_tr = 0
-    for g_ids, p_ids, g_boxes, p_boxes in steps:
+    for g_ids, p_ids, similarity in steps:
         data["gt_ids"].append(
             np.array([gt_map.setdefault(int(i), len(gt_map)) for i in g_ids], int)
         )
         data["tracker_ids"].append(np.array([tr_map.setdefault(int(i), len(tr_map)) for i in p_ids], int))  # fmt: skip
-        sim = 1.0 - box_iou_distance(g_boxes, p_boxes, 1.0)
-        data["similarity_scores"].append(np.nan_to_num(sim, nan=0.0))
+        data["similarity_scores"].append(similarity)
         num_gt += len(g_ids)
         num_tr += len(p_ids)
     data.update(num_gt_ids=len(gt_map), num_tracker_ids=len(tr_map), num_gt_dets=num_gt,

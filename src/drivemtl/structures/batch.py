@@ -13,11 +13,13 @@ from drivemtl.structures.instances import Instances
 from drivemtl.structures.sample import LaneLine, Sample, SampleMeta
 
 # Dense fields of Sample with their channel count (0 = [H, W]), dtype and padding / missing value.
+# Class maps travel as uint8 (ids < 255, 255 = ignore): 8x less to copy from loader workers than
+# int64; losses widen them on the device (`tasks.base.require_target`).
 DENSE_FIELDS: dict[str, tuple[int, torch.dtype, float]] = {
-    "semantic": (0, torch.int64, IGNORE_INDEX),
-    "drivable": (0, torch.int64, IGNORE_INDEX),
-    "lanes": (3, torch.int64, IGNORE_INDEX),
-    "edges": (0, torch.int64, IGNORE_INDEX),
+    "semantic": (0, torch.uint8, IGNORE_INDEX),
+    "drivable": (0, torch.uint8, IGNORE_INDEX),
+    "lanes": (3, torch.uint8, IGNORE_INDEX),
+    "edges": (0, torch.uint8, IGNORE_INDEX),
     "depth": (0, torch.float32, 0.0),
     "normals": (3, torch.float32, 0.0),
     "flow": (2, torch.float32, 0.0),
@@ -31,7 +33,7 @@ class Batch:
 
     images: [B, 3, H, W] float; image_sizes: each sample's (h, w) before padding. Dense targets are
     [B, H, W] or [B, C, H, W], filled with their ignore value where a sample lacks the label or
-    where it is padding; tags: [B, 3] (255 = unknown). instances and lane_lines are per-sample
+    where it is padding (class maps are uint8 with 255 = ignore); tags: [B, 3] (255 = unknown). instances and lane_lines are per-sample
     lists (None entries for unlabelled samples). labeled[task] is a [B] bool tensor saying which
     samples carry that task's labels; reference is the batch of reference frames for video tasks.
     """

@@ -87,14 +87,15 @@ def zero_loss(device: torch.device) -> Tensor:
 
 
 def require_target(batch: Batch, field: str, task: str) -> Tensor:
-    """The dense target `field` of the batch, or a ValueError naming the task and frames."""
+    """The dense target `field` of the batch (uint8 class maps widened to int64), or a ValueError
+    naming the task and frames."""
     value = getattr(batch, field)
     if value is None:
         names = [m.name for m, lab in zip(batch.metas, batch.is_labeled(task), strict=True) if lab]
         raise ValueError(
             f"task {task!r}: samples {names[:3]} are labelled but the batch has no {field!r} target"
         )
-    return value
+    return value.long() if value.dtype == torch.uint8 else value
 
 
 def empty_predictions(batch: Batch) -> list[FramePrediction]:

@@ -31,11 +31,11 @@ def _dataset(root: Path, tasks: list[str], **set_options):
 
 
 @pytest.fixture(scope="module")
-def track_root(tmp_path_factory):
+def track_root(tmp_path_factory, images):
     fixtures = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "bdd100k"
     if not fixtures.is_dir():
         pytest.skip(f"real-format fixtures not found at {fixtures}")
-    from conftest import place_images  # tests/data/conftest.py (pytest puts it on sys.path)
+    place_images = images
 
     root = tmp_path_factory.mktemp("track")
     frames = json.loads((fixtures / "box_track" / "track_sample_anns.json").read_text())
@@ -128,8 +128,7 @@ def test_semantic_from_rle_paints_in_order_and_ignores_other_names(bdd_fixtures,
     assert (sample.semantic == SEMANTIC_CLASSES.index("car")).sum() > 0
 
 
-def _bitmask_set(tmp_path: Path, folder: str, source: Path, name: str) -> Path:
-    from conftest import place_images
+def _bitmask_set(tmp_path: Path, folder: str, source: Path, name: str, place_images) -> Path:
 
     (tmp_path / folder / Path(name).parent).mkdir(parents=True, exist_ok=True)
     shutil.copy(source, tmp_path / folder / Path(name).with_suffix(".png"))
@@ -137,9 +136,9 @@ def _bitmask_set(tmp_path: Path, folder: str, source: Path, name: str) -> Path:
     return tmp_path
 
 
-def test_semantic_bitmask_known_pixels(bdd_fixtures, tmp_path):
+def test_semantic_bitmask_known_pixels(bdd_fixtures, tmp_path, images):
     root = _bitmask_set(
-        tmp_path, "masks/semantic", bdd_fixtures / "label" / "semseg_mask.png", "a.jpg"
+        tmp_path, "masks/semantic", bdd_fixtures / "label" / "semseg_mask.png", "a.jpg", images
     )
     sem = _dataset(root, ["semantic"])[0].semantic
     assert sem.dtype == torch.int64 and sem.shape == (720, 1280)
@@ -147,9 +146,9 @@ def test_semantic_bitmask_known_pixels(bdd_fixtures, tmp_path):
     assert sem[192, 320] == 13 and sem[342, 511] == 13 and sem[0, 0] == IGNORE_INDEX
 
 
-def test_instance_bitmask_known_instances(bdd_fixtures, tmp_path):
+def test_instance_bitmask_known_instances(bdd_fixtures, tmp_path, images):
     root = _bitmask_set(
-        tmp_path, "masks/instance", bdd_fixtures / "label" / "insseg_bitmask.png", "a.jpg"
+        tmp_path, "masks/instance", bdd_fixtures / "label" / "insseg_bitmask.png", "a.jpg", images
     )
     inst = _dataset(root, ["instance"], categories="ins_seg")[0].instances
     assert inst.track_ids.tolist() == [1, 2, 3, 4]
@@ -161,9 +160,13 @@ def test_instance_bitmask_known_instances(bdd_fixtures, tmp_path):
     assert inst.masks[0, 192, 320] and not inst.masks[1, 192, 320]
 
 
-def test_mots_bitmask(bdd_fixtures, tmp_path):
+def test_mots_bitmask(bdd_fixtures, tmp_path, images):
     root = _bitmask_set(
-        tmp_path, "masks/instance", bdd_fixtures / "label" / "segtrack_bitmask.png", "v/f.jpg"
+        tmp_path,
+        "masks/instance",
+        bdd_fixtures / "label" / "segtrack_bitmask.png",
+        "v/f.jpg",
+        images,
     )
     inst = _dataset(root, ["mots"], categories="seg_track")[0].instances
     assert inst.track_ids.tolist() == [1, 2, 3]
@@ -180,9 +183,13 @@ def test_mots_bitmask(bdd_fixtures, tmp_path):
         ("fe189115-c31cac5a", (364, 564), 7),
     ],
 )
-def test_lane_bitmask_known_pixels(bdd_fixtures, tmp_path, stem, pixel, value):
+def test_lane_bitmask_known_pixels(bdd_fixtures, tmp_path, stem, pixel, value, images):
     root = _bitmask_set(
-        tmp_path, "masks/lanes", bdd_fixtures / "lane" / "gts" / f"{stem}.png", f"{stem}.jpg"
+        tmp_path,
+        "masks/lanes",
+        bdd_fixtures / "lane" / "gts" / f"{stem}.png",
+        f"{stem}.jpg",
+        images,
     )
     lanes = _dataset(root, ["lanes"])[0].lanes
     assert lanes.shape == (3, 720, 1280)
@@ -191,10 +198,14 @@ def test_lane_bitmask_known_pixels(bdd_fixtures, tmp_path, stem, pixel, value):
     assert lanes[:, 0, 0].tolist() == [0, 0, 0]  # 255 = background
 
 
-def test_lane_fixture_pixel_counts(bdd_fixtures, tmp_path):
+def test_lane_fixture_pixel_counts(bdd_fixtures, tmp_path, images):
     stem = "fe189115-9981a740"
     root = _bitmask_set(
-        tmp_path, "masks/lanes", bdd_fixtures / "lane" / "gts" / f"{stem}.png", f"{stem}.jpg"
+        tmp_path,
+        "masks/lanes",
+        bdd_fixtures / "lane" / "gts" / f"{stem}.png",
+        f"{stem}.jpg",
+        images,
     )
     category = _dataset(root, ["lanes"])[0].lanes[0]
     counts = {v: int((category == v).sum()) for v in category.unique().tolist()}

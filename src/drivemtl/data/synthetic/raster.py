@@ -214,7 +214,13 @@ def rasterize(
     x1s = np.clip(np.ceil(umax) + 1, 0, w).astype(np.int64)
     y0s = np.clip(np.floor(vmin), 0, h).astype(np.int64)
     y1s = np.clip(np.ceil(vmax) + 1, 0, h).astype(np.int64)
-    for p in np.flatnonzero(keep):
+    # every face polygon in fixed point, relative to its part's bounding box
+    offsets = (np.stack([x0s, y0s], axis=1) * int(_SCALE)).astype(np.int32)
+    polygons = np.ascontiguousarray(points_fixed[:, _FACES] - offsets[:, None, None, :])
+    slots = [[k for k, ok in enumerate(row) if ok] for row in slot_ok.tolist()]
+    order_list = order.tolist()
+    bounds = np.stack([x0s, x1s, y0s, y1s], axis=1).tolist()
+    for p in np.flatnonzero(keep).tolist():
         obj = int(part_object[p])
         track = obj in track_objects
         if not fast[p]:
@@ -232,19 +238,23 @@ def rasterize(
             if track:
                 truncated.add(obj)
             continue
-        x0, x1, y0, y1 = int(x0s[p]), int(x1s[p]), int(y0s[p]), int(y1s[p])
+        x0, x1, y0, y1 = bounds[p]
         if x1 <= x0 or y1 <= y0:
             continue
         canvas = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
-        offset = np.array([x0, y0], dtype=np.int32) * int(_SCALE)
-        for k in range(3):
-            if slot_ok[p, k]:
-                cv2.fillConvexPoly(
-                    canvas, points_fixed[p, _FACES[order[p, k]]] - offset, k + 1, cv2.LINE_8, _SHIFT
-                )
-        region = tables[0][p][canvas] * us[None, x0:x1]
-        region += tables[1][p][canvas] * vs[y0:y1, None]
-        region += tables[2][p][canvas]
+        for k in slots[p]:
+            cv2.fillConvexPoly(canvas, polygons[p, order_list[p][k]], k + 1, cv2.LINE_8, _SHIFT)
+        if len(slots[p]) == 1:  # one visible face: its plane coefficients are scalars
+            f = order_list[p][0]
+            region = (coef_b[p, f] * vs[y0:y1, None] + coef_c[p, f]) + coef_a[p, f] * us[
+                None, x0:x1
+            ]
+            region = region.astype(np.float32)
+            region *= canvas
+        else:
+            region = tables[0][p][canvas] * us[None, x0:x1]
+            region += tables[1][p][canvas] * vs[y0:y1, None]
+            region += tables[2][p][canvas]
         zone = inv_depth[y0:y1, x0:x1]
         win = region > zone
         np.copyto(zone, region, where=win)

@@ -203,7 +203,7 @@ def _make_road(rng: np.random.Generator, scene: str, mats: dict[str, int]) -> Ro
         )
         curvature *= 0.5
     elif scene == "residential":
-        n, w, oncoming, side, curbs, outer = 2, 3.1, 1, (2.5, 2.5), (True, True), SEM["terrain"]
+        n, w, oncoming, side, curbs, outer = 2, 3.1, 1, (3.0, 3.0), (True, True), SEM["terrain"]
     elif scene == "tunnel":
         n, w, oncoming, side, curbs, outer = (
             int(rng.integers(2, 4)),
@@ -607,7 +607,8 @@ def _people(
             side = rng.choice([-1.0, 1.0])
             edge = road.d_right if side > 0 else road.d_left
             width = road.sidewalk[1] if side > 0 else road.sidewalk[0]
-            d = edge + side * rng.uniform(1.8, max(2.0, width - 0.3))
+            lo = 2.2 if side > 0 else 0.5  # parked cars line the right sidewalk's road edge
+            d = edge + side * rng.uniform(lo, max(lo + 0.1, width - 0.9))
         s0 = rng.uniform(travel * 0.3, min(s_hi, travel + 60.0))
         walk = rng.uniform(0.9, 1.6) * rng.choice([-1.0, 1.0])
         if rng.random() < 0.15:
@@ -620,7 +621,9 @@ def _people(
         for _ in range(int(rng.integers(0, 3))):
             speed = rng.uniform(3.0, 5.5)
             s0 = rng.uniform(0.0, travel + 50.0)
-            pose = b.road_pose(s0 + speed * times, np.full_like(times, road.d_right + 0.9))
+            pose = b.road_pose(
+                s0 + speed * times, np.full_like(times, road.d_right + road.sidewalk[1] - 0.45)
+            )
             parts, _, _ = vehicle_parts("bicycle", rng, b.palette)
             b.add(parts, pose, "bicycle")
             b.add_person(
