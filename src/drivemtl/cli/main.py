@@ -10,8 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from drivemtl.cli.data import app as data_app
 from drivemtl.cli.demo import demo
 from drivemtl.cli.errors import USER_ERRORS
+from drivemtl.cli.eval import eval_model
 from drivemtl.cli.eval_files import eval_files
 from drivemtl.cli.model import app as model_app
 from drivemtl.cli.predict import predict
@@ -27,6 +29,8 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+app.command("eval")(eval_model)
 app.command("eval-files")(eval_files)
 app.add_typer(model_app, name="model")
 app.command("train")(train)

@@ -34,7 +34,7 @@ from drivemtl.inference.sources import read_image
 from drivemtl.inference.visualize import draw_overlay
 from drivemtl.log import get_logger
 from drivemtl.structures.batch import Batch, collate
-from drivemtl.structures.bdd import IGNORE_INDEX
+from drivemtl.structures.bdd import DETECTION_CLASSES_10, IGNORE_INDEX
 from drivemtl.structures.predictions import FramePrediction
 
 LOG = get_logger(__name__)
@@ -298,8 +298,9 @@ def _evaluate(config: RunConfig, weights: Path, out: Path, opts: DemoOptions):
     tasks = [t for t in model.task_names if t in HEADLINES]
     stats = _training_stats(config)
     dataset = build_dataset(data, split="val")
-    model_evals = build_evaluators(tasks)
-    base_evals = build_evaluators(tasks)
+    classes = {"detection": DETECTION_CLASSES_10, "instance": DETECTION_CLASSES_10}
+    model_evals = build_evaluators(tasks, classes)
+    base_evals = build_evaluators(tasks, classes)
     writer = PredictionWriter(out / "predictions")
     overlays: list[Path] = []
     per_set_overlays: dict[str, int] = {}

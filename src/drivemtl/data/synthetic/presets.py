@@ -40,6 +40,12 @@ PRESETS: dict[str, tuple[SetSpec, ...]] = {
     "lv-full": (SetSpec("full", ("drivable", "detection", "semantic"), 1.0, False),),
     "dense": (SetSpec("dense", ("semantic", "depth", "normals", "edges"), 1.0, False),),
     "all": (SetSpec("all", ALL_TASKS, 1.0, True),),
+    # What `drivemtl demo` trains on: BDD100K's detection and segmentation image sets, the latter
+    # with the dense geometric labels as well (no video set: the demo covers the image tasks).
+    "demo": (
+        SetSpec("detection", ("tagging", "detection", "pose", "drivable", "lanes"), 0.6, False),
+        SetSpec("segmentation", ("semantic", "instance", "depth", "normals", "edges"), 0.4, False),
+    ),
 }
 
 
