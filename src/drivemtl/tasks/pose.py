@@ -70,7 +70,9 @@ class PoseTask(Task):
         )
 
     def loss(self, outputs: RoIHeadOutputs, batch: Batch) -> Tensor:
-        """MSE between predicted and Gaussian heatmaps, averaged over valid joints."""
+        """Squared error between predicted and Gaussian heatmaps, summed over each heatmap and
+        averaged over valid joints (a per-pixel mean would shrink the loss by the map's area,
+        56 x 56, and leave the keypoint head without gradient next to the other tasks)."""
         mask = self.labeled(batch)
         if not bool(mask.any()):
             return zero_loss(batch.images.device)
@@ -90,7 +92,7 @@ class PoseTask(Task):
                 raise ValueError(f"frame {batch.metas[i].name}: labelled for pose, no keypoints")
             keypoints = inst.keypoints.to(rows.device).float()[gt]
             targets, valid = keypoint_targets(keypoints, boxes, size, self.options.sigma)
-            per_joint = ((rows - targets.to(rows.dtype)) ** 2).mean(dim=(-2, -1))
+            per_joint = ((rows - targets.to(rows.dtype)) ** 2).sum(dim=(-2, -1))
             errors.append(per_joint[valid])
         if not errors or sum(e.numel() for e in errors) == 0:
             return outputs.logits.sum() * 0.0

@@ -1,0 +1,147 @@
+"""`drivemtl predict` on an image, a folder and a short video, with an untrained tiny model."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from drivemtl.cli.main import main
+from drivemtl.config import load_config
+from drivemtl.engine.checkpoint import CheckpointError, save_weights
+from drivemtl.inference.predictor import Predictor
+from drivemtl.inference.run import run_predict
+from drivemtl.inference.sources import VideoWriter
+from drivemtl.models import build_model
+from drivemtl.structures.scalabel import load_frames
+
+TASKS = {
+    "tagging": {},
+    "semantic": {"head": {"channels": 16}},
+    "drivable": {"head": {"channels": 16}},
+    "lanes": {"head": {"channels": 16}},
+    "detection": {"head": {"roi": {"fc_dim": 32, "detections_per_image": 5}}},
+    "instance": {"head": {"channels": 16, "num_convs": 1}},
+    "depth": {"head": {"channels": 16}},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny config and weights for it (untrained: predict needs no training)."""
+    root = tmp_path_factory.mktemp("model")
+    cfg = {
+        "model": {"backbone": {"width": 8}, "neck": {"out_channels": 16}, "tasks": TASKS},
+        "data": {
+            "sets": {"s": {"root": str(root), "tasks": ["semantic"]}},
+            "transforms": {"heights": [64]},
+        },
+    }
+    path = root / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    config = load_config(path)
+    torch.manual_seed(0)
+    weights = save_weights(build_model(config.model), root / "w.safetensors")
+    return path, weights
+
+
+def frames(n, h=60, w=100):
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_predictions_come_back_in_original_coordinates(trained):
+    cfg_path, weights = trained
+    predictor = Predictor(load_config(cfg_path), weights)
+    image = frames(1, 75, 124)[0]
+    pred = predictor(image, "x.png")
+    assert pred.semantic.shape == (75, 124) and pred.depth.shape == (75, 124)
+    assert pred.lanes.shape == (3, 75, 124)
+    boxes = pred.detections.boxes
+    assert len(boxes) <= 5
+    if len(boxes):
+        assert float(boxes[:, 2].max()) <= 124 and float(boxes[:, 3].max()) <= 75
+
+
+def test_predict_image_folder_and_video(trained, tmp_path):
+    import cv2
+
+    cfg_path, weights = trained
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, image in enumerate(frames(2)):
+        cv2.imwrite(str(folder / f"f{i}.png"), image[..., ::-1])
+    config = load_config(cfg_path)
+
+    single = run_predict(config, weights, folder / "f0.png", tmp_path / "one", progress=False)
+    assert single.frames == 1 and single.overlays[0].is_file()
+
+    many = run_predict(config, weights, folder, tmp_path / "many", panels=True, progress=False)
+    assert many.frames == 2
+    names = [f.name for f in load_frames(many.predictions)]
+    assert names == ["f0.png", "f1.png"]
+    assert (tmp_path / "many" / "masks" / "sem_seg" / "f0.png").is_file()
+    assert (tmp_path / "many" / "panels" / "depth" / "f1.png").is_file()
+
+    video = tmp_path / "clip.mp4"
+    writer = VideoWriter(video, fps=5)
+    for image in frames(3, 64, 96):
+        writer.write(image)
+    writer.close()
+    clip = run_predict(
+        config, weights, video, tmp_path / "vid", tasks=["semantic", "detection"], progress=False
+    )
+    assert clip.frames == 3 and clip.video.is_file() and clip.video.stat().st_size > 0
+    parsed = load_frames(clip.predictions)
+    assert [f.frameIndex for f in parsed] == [0, 1, 2] and parsed[0].videoName == "clip"
+    assert parsed[0].name == "clip-0000001.jpg"
+    assert not (tmp_path / "vid" / "masks" / "drivable").exists()  # only the asked tasks
+
+
+def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):
+    cfg_path, weights = trained
+    other = tmp_path / "other.safetensors"
+    save_weights(
+        {"backbone.conv1.weight": torch.zeros(8, 3, 7, 7), "extra.bias": torch.zeros(3)}, other
+    )
+    with pytest.raises(CheckpointError, match=r"other.safetensors: does not match the model"):
+        Predictor(load_config(cfg_path), other)
+
+    def run(*argv):
+        try:
+            code = main(["predict", str(cfg_path), *argv])
+        except SystemExit as exc:
+            code = exc.code
+        return code, capsys.readouterr().err
+
+    code, err = run(
+        "--checkpoint",
+        str(weights),
+        "--source",
+        str(tmp_path / "none.png"),
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert code == 2 and "none.png: source does not exist" in err
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 64)
+    code, err = run(
+        "--checkpoint", str(weights), "--source", str(broken), "--out", str(tmp_path / "o")
+    )
+    assert code == 2 and "broken.mp4" in err
+    image = tmp_path / "ok.png"
+    import cv2
+
+    cv2.imwrite(str(image), frames(1)[0])
+    code, err = run(
+        "--checkpoint", str(other), "--source", str(image), "--out", str(tmp_path / "o")
+    )
+    assert code == 2 and "other.safetensors: does not match the model" in err
+    code, err = run(
+        "--checkpoint",
+        str(tmp_path / "missing.safetensors"),
+        "--source",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert code == 2 and "missing.safetensors" in err
