@@ -159,3 +159,14 @@ def test_dump_round_trips_and_writes_atomically(chain, tmp_path):
     assert not list(out.parent.glob("*.tmp"))
     again = load_config(out)
     assert again == cfg
+
+
+def test_overrides_index_into_lists(tmp_path):
+    run = write(
+        tmp_path / "run.yaml",
+        {"recipe": {"stages": [{"name": "a", "steps": 5}, {"name": "b", "steps": 7}]}},
+    )
+    cfg = load_config(run, overrides=["recipe.stages.1.steps=3", "recipe.stages.0.name=first"])
+    assert [(s.name, s.steps) for s in cfg.recipe.stages] == [("first", 5), ("b", 3)]
+    with pytest.raises(ConfigError, match=r"'recipe.stages.2' is past the end of a list of 2"):
+        load_config(run, overrides=["recipe.stages.2.steps=1"])

@@ -134,6 +134,8 @@ def _annotation_at(schema: type[BaseModel], parts: list[str], flag: str) -> Any:
             annotation = fields[part].annotation
         elif typing.get_origin(annotation) is dict:
             annotation = typing.get_args(annotation)[1]
+        elif typing.get_origin(annotation) is list and part.isdigit():
+            annotation = typing.get_args(annotation)[0]
         elif annotation is Any:
             return Any
         else:
@@ -180,16 +182,31 @@ def parse_override(text: str, schema: type[BaseModel]) -> tuple[list[str], Any]:
 
 
 def _set_in(data: dict[str, Any], parts: list[str], value: Any, flag: str) -> None:
-    node = data
-    for depth, part in enumerate(parts[:-1]):
+    """Set `value` at the dotted path; integer parts index into lists (`stages.0.steps`)."""
+    node: Any = data
+    for depth, part in enumerate(parts):
+        here = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            index = int(part)
+            if index >= len(node):
+                raise ConfigError(
+                    f"{flag}: '{here}' is past the end of a list of {len(node)} entries"
+                )
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+            continue
+        if last:
+            node[part] = value
+            break
         child = node.get(part)
         if child is None:
             child = node[part] = {}
-        if not isinstance(child, dict):
-            here = ".".join(parts[: depth + 1])
+        if not isinstance(child, dict | list):
             raise ConfigError(f"{flag}: '{here}' is a {type(child).__name__}, not a mapping")
         node = child
-    node[parts[-1]] = value
 
 
 def _describe(value: Any) -> str:

@@ -13,12 +13,14 @@ Run directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,13 +320,30 @@ def _run_stage(
         per_epoch,
         len(plan.freeze.trainable),
     )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_lightning():
         warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
     steps = int(read_metadata(weights).get("steps", 0)) if weights.is_file() else 0
     return StageResult(plan.name, weights, steps, log_dir)
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Hide Lightning's start-up chatter (accelerator lines, tips) unless DriveMTL logs debug."""
+    names = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    if not get_logger().isEnabledFor(logging.DEBUG):
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _merge_stage(plan: MergePlan, state: dict[str, Any], out_dir: Path, model) -> Path:

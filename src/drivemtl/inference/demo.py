@@ -304,6 +304,7 @@ def _evaluate(config: RunConfig, weights: Path, out: Path, opts: DemoOptions):
     writer = PredictionWriter(out / "predictions")
     overlays: list[Path] = []
     per_set_overlays: dict[str, int] = {}
+    per_set_quota = math.ceil(opts.overlays / len(SET_TASKS))
     for batch in _batches(dataset, opts.batch_size, data.size_divisor):
         predictions = model.predict(batch, tasks)
         baselines = [_baseline(meta, stats) for meta in batch.metas]
@@ -314,7 +315,7 @@ def _evaluate(config: RunConfig, weights: Path, out: Path, opts: DemoOptions):
             writer.add(prediction)
             meta = prediction.meta
             done = per_set_overlays.get(meta.image_set, 0)
-            if meta.image_path is not None and done < max(1, opts.overlays // len(SET_TASKS)):
+            if meta.image_path is not None and done < per_set_quota:
                 image = read_image(Path(meta.image_path))
                 path = out / "overlays" / f"{meta.image_set}-{Path(meta.name).stem}.png"
                 write_png(path, draw_overlay(image, prediction))
