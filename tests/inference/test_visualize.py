@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
-from drivemtl.inference.palette import DRIVABLE_PALETTE, SEMANTIC_PALETTE, instance_colour
 from drivemtl.inference.visualize import colorize_depth, draw_overlay, draw_panels
 from drivemtl.structures import FramePrediction, Instances, SampleMeta
+from drivemtl.structures.palette import DRIVABLE_PALETTE, SEMANTIC_PALETTE, instance_colour
 
 
 def prediction(h=40, w=60, **fields):

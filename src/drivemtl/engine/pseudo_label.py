@@ -24,12 +24,12 @@ import yaml
 
 from drivemtl.config.schema import RunConfig
 from drivemtl.data import build_dataset, build_transforms
+from drivemtl.data.writers import prediction_to_frame
 from drivemtl.engine.checkpoint import load_into, load_weights
 from drivemtl.engine.plan import PSEUDO_CARD, RecipeError
 from drivemtl.structures.batch import collate
-from drivemtl.structures.bdd import IGNORE_INDEX, POSE_JOINTS, TAG_ATTRIBUTES, THING_CLASSES
-from drivemtl.structures.predictions import FramePrediction
-from drivemtl.structures.scalabel import Box2D, Frame, Graph, Label, Node, save_frames
+from drivemtl.structures.bdd import IGNORE_INDEX, THING_CLASSES
+from drivemtl.structures.scalabel import Frame, save_frames
 
 JSON_TASKS = ("tagging", "detection", "pose")
 MASK_TASKS = ("semantic", "drivable")
@@ -53,57 +53,6 @@ def confident_mask(
     if confidence is not None:
         out[confidence < threshold] = IGNORE_INDEX
     return out.clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
-def _box_labels(pred: FramePrediction, rules: PseudoLabelRules, with_pose: bool) -> list[Label]:
-    labels: list[Label] = []
-    dets = pred.poses if with_pose and pred.poses is not None else pred.detections
-    if dets is None:
-        return labels
-    scores = dets.scores if dets.scores is not None else torch.ones(len(dets))
-    for i in range(len(dets)):
-        if float(scores[i]) < rules.box_score:
-            continue
-        x1, y1, x2, y2 = (float(v) for v in dets.boxes[i])
-        graph = None
-        if with_pose and dets.keypoints is not None:
-            nodes = [
-                Node(location=(float(x), float(y)), category=POSE_JOINTS[j], visibility="V")
-                for j, (x, y, s) in enumerate(dets.keypoints[i].tolist())
-                if s >= rules.joint_score
-            ]
-            graph = Graph(nodes=nodes, type="Pose2D-18Joints_Pred")
-        labels.append(
-            Label(
-                id=f"pseudo-{'pose' if with_pose else 'det'}-{i}",
-                category="pedestrian" if with_pose else THING_CLASSES[int(dets.classes[i])],
-                score=float(scores[i]),
-                box2d=Box2D(x1=x1, y1=y1, x2=max(x1, x2), y2=max(y1, y2)),
-                graph=graph,
-            )
-        )
-    return labels
-
-
-def _frame(pred: FramePrediction, tasks: list[str], rules: PseudoLabelRules) -> Frame:
-    attributes = None
-    if "tagging" in tasks and pred.tags is not None:
-        attributes = {
-            key: values[int(pred.tags[k])] for k, (key, values) in enumerate(TAG_ATTRIBUTES.items())
-        }
-    labels: list[Label] = []
-    if "detection" in tasks:
-        labels += _box_labels(pred, rules, with_pose=False)
-    if "pose" in tasks:
-        labels += _box_labels(pred, rules, with_pose=True)
-    meta = pred.meta
-    return Frame(
-        name=meta.name,
-        videoName=meta.video,
-        frameIndex=meta.frame_index,
-        attributes=attributes,
-        labels=labels,
-    )
 
 
 @torch.no_grad()
@@ -138,6 +87,8 @@ def write_pseudo_labels(
     model = build_model(config.model)
     load_into(model, load_weights(checkpoint), source=str(checkpoint))
     model.eval().to(device)
+    detector = {**model.providers, **model.tasks}.get("detection")
+    class_names = getattr(detector, "classes", THING_CLASSES)
     out = Path(out_dir)
     card_sets: dict[str, dict[str, str]] = {}
     transform = build_transforms(data.transforms, train=False)
@@ -151,7 +102,11 @@ def write_pseudo_labels(
             samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             batch = collate(samples, data.size_divisor).to(device)
             for pred in model.predict(batch, tasks):
-                frames.append(_frame(pred, tasks, rules))
+                json_tasks = [t for t in tasks if t in JSON_TASKS]
+                frame = prediction_to_frame(
+                    pred, class_names, json_tasks, rules.box_score, rules.joint_score
+                )
+                frames.append(frame)
                 for task in MASK_TASKS:
                     if task not in tasks:
                         continue

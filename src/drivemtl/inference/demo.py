@@ -25,9 +25,9 @@ from drivemtl.config.schema import RunConfig
 from drivemtl.data import build_dataset
 from drivemtl.data.config import DataConfig
 from drivemtl.data.png_codecs import write_png
+from drivemtl.data.writers import PredictionWriter
 from drivemtl.errors import DriveMTLError
 from drivemtl.evaluation.runner import build_evaluators
-from drivemtl.inference.export import PredictionWriter
 from drivemtl.inference.predictor import load_model
 from drivemtl.inference.report import DemoReport, TaskScore, plot_loss_curves, write_report
 from drivemtl.inference.sources import read_image

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from drivemtl.config.schema import RunConfig
 from drivemtl.data.png_codecs import write_png
-from drivemtl.inference.export import PredictionWriter
+from drivemtl.data.writers import PredictionWriter
 from drivemtl.inference.predictor import Predictor
 from drivemtl.inference.sources import VideoWriter, open_source
 from drivemtl.inference.visualize import draw_overlay, draw_panels

@@ -8,15 +8,15 @@ import cv2
 import numpy as np
 from torch import Tensor
 
-from drivemtl.inference.palette import (
+from drivemtl.structures.bdd import DETECTION_CLASSES_10, POSE_SKELETON, TAG_ATTRIBUTES
+from drivemtl.structures.instances import Instances
+from drivemtl.structures.palette import (
     DRIVABLE_PALETTE,
     LANE_PALETTE,
     SEMANTIC_PALETTE,
     THING_PALETTE,
     instance_colour,
 )
-from drivemtl.structures.bdd import DETECTION_CLASSES_10, POSE_SKELETON, TAG_ATTRIBUTES
-from drivemtl.structures.instances import Instances
 from drivemtl.structures.predictions import FramePrediction
 
 

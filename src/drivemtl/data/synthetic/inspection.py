@@ -22,19 +22,10 @@ from drivemtl.data.png_codecs import (
     read_png_unchanged,
 )
 from drivemtl.structures.bdd import POSE_SKELETON
+from drivemtl.structures.palette import DRIVABLE_PALETTE, SEMANTIC_PALETTE
 from drivemtl.structures.scalabel import Frame, load_frames
 
-# Cityscapes colours of the 19 train classes (RGB), the usual way to draw semantic maps.
-SEMANTIC_COLOURS = np.array(
-    [
-        (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-        (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-        (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-        (0, 80, 100), (0, 0, 230), (119, 11, 32),
-    ],
-    dtype=np.uint8,
-)  # fmt: skip
-DRIVABLE_COLOURS = np.array([(220, 40, 40), (40, 80, 220), (0, 0, 0)], dtype=np.uint8)
+DRIVABLE_COLOURS = np.vstack([DRIVABLE_PALETTE, np.zeros((1, 3), dtype=np.uint8)])  # + background
 
 
 class DatasetError(ValueError):
@@ -152,7 +143,7 @@ def frame_mosaic(root: str | Path, frame_name: str | None = None) -> np.ndarray:
             continue
         data = read_png_unchanged(path)
         if name == "semantic":
-            tile = np.where((data < 19)[..., None], SEMANTIC_COLOURS[np.minimum(data, 18)], 255)
+            tile = np.where((data < 19)[..., None], SEMANTIC_PALETTE[np.minimum(data, 18)], 255)
         elif name == "drivable":
             tile = DRIVABLE_COLOURS[np.minimum(data, 2)]
         elif name == "lanes":

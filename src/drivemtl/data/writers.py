@@ -1,4 +1,4 @@
-"""Predictions in the BDD100K / Scalabel format: one `predictions.json` plus bitmask folders.
+"""Writers of the canonical format: predictions (and pseudo labels) as Scalabel frames + bitmasks.
 
 Boxes, instance masks (RLE), poses (graph nodes), track ids and tags go into the Scalabel frames;
 dense maps go into BDD100K bitmask PNGs named after the frame (`<stem>.png`) so that
@@ -9,7 +9,7 @@ and KITTI-style 16-bit `depth/` and `normals/` PNGs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +44,12 @@ def _np(value: Tensor) -> np.ndarray:
 
 
 def _box_labels(
-    instances: Instances, class_names: Sequence[str], start: int, with_masks: bool
+    instances: Instances,
+    class_names: Sequence[str],
+    start: int,
+    with_masks: bool,
+    min_score: float = 0.0,
+    min_joint_score: float | None = None,
 ) -> list[Label]:
     labels = []
     boxes = _np(instances.boxes)
@@ -53,11 +58,16 @@ def _box_labels(
     tracks = _np(instances.track_ids) if instances.track_ids is not None else None
     keypoints = _np(instances.keypoints) if instances.keypoints is not None else None
     for i in range(len(instances)):
+        if scores is not None and scores[i] < min_score:
+            continue
         ident = int(tracks[i]) if tracks is not None and tracks[i] >= 0 else start + i
         x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        cls = int(classes[i])
+        if not 0 <= cls < len(class_names):
+            raise ValueError(f"class index {cls} is outside the {len(class_names)} class names")
         label = Label(
             id=str(ident),
-            category=class_names[int(classes[i])],
+            category=class_names[cls],
             score=None if scores is None else float(scores[i]),
             box2d=Box2D(x1=x1, y1=y1, x2=max(x1, x2), y2=max(y1, y2)),
         )
@@ -73,6 +83,7 @@ def _box_labels(
                     visibility="V",
                 )
                 for j, (x, y, s) in enumerate(keypoints[i])
+                if min_joint_score is None or s >= min_joint_score
             ]
             label.graph = Graph(nodes=nodes, type="Pose2D-18Joints_Pred")
         labels.append(label)
@@ -80,19 +91,35 @@ def _box_labels(
 
 
 def prediction_to_frame(
-    prediction: FramePrediction, class_names: Sequence[str] = DETECTION_CLASSES_10
+    prediction: FramePrediction,
+    class_names: Sequence[str] = DETECTION_CLASSES_10,
+    tasks: Collection[str] | None = None,
+    min_score: float = 0.0,
+    min_joint_score: float | None = None,
 ) -> Frame:
-    """The Scalabel frame of one prediction: tags, boxes (+ RLE masks, + pose graphs)."""
+    """The Scalabel frame of one prediction: tags, boxes (+ RLE masks, + pose graphs).
+
+    `tasks` limits what is written (default: every predicted task); boxes scoring below
+    `min_score` and joints below `min_joint_score` are left out (the pseudo-label rules).
+    """
     meta = prediction.meta
+
+    def wanted(task: str) -> bool:
+        return tasks is None or task in tasks
+
+    groups = (
+        ("detection", prediction.detections, False),
+        ("instance", prediction.instances, True),
+        ("pose", prediction.poses, False),
+    )
     labels: list[Label] = []
-    if prediction.detections is not None:
-        labels += _box_labels(prediction.detections, class_names, 0, with_masks=False)
-    if prediction.instances is not None:
-        labels += _box_labels(prediction.instances, class_names, len(labels), with_masks=True)
-    if prediction.poses is not None:
-        labels += _box_labels(prediction.poses, class_names, len(labels), with_masks=False)
+    for task, instances, with_masks in groups:
+        if instances is not None and wanted(task):
+            labels += _box_labels(
+                instances, class_names, len(labels), with_masks, min_score, min_joint_score
+            )
     attributes = None
-    if prediction.tags is not None:
+    if prediction.tags is not None and wanted("tagging"):
         tags = _np(prediction.tags).astype(int)
         attributes = {
             name: values[int(tags[k])] for k, (name, values) in enumerate(TAG_ATTRIBUTES.items())

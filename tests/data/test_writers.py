@@ -3,7 +3,7 @@ import torch
 
 from drivemtl.data.bitmasks import decode_instance_bitmask, decode_lanes, rle_to_mask
 from drivemtl.data.png_codecs import decode_depth, read_png_unchanged
-from drivemtl.inference.export import PredictionWriter
+from drivemtl.data.writers import PredictionWriter
 from drivemtl.structures import FramePrediction, Instances, SampleMeta
 from drivemtl.structures.scalabel import load_frames
 

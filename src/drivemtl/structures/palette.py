@@ -1,4 +1,4 @@
-"""Colours for drawing labels and predictions (Cityscapes palette for the 19 semantic classes)."""
+"""Colours for drawing labels and predictions, shared by the data inspector and the overlays (Cityscapes palette for the 19 semantic classes)."""
 
 from __future__ import annotations
 
