@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from drivemtl.errors import DriveMTLError
+from drivemtl.models import weights as weights_io
 
 
 class CheckpointError(DriveMTLError):
@@ -27,33 +27,31 @@ class CheckpointError(DriveMTLError):
 def save_weights(
     state: Mapping[str, Tensor] | nn.Module,
     path: str | Path,
-    metadata: Mapping[str, str] | None = None,
+    metadata: Mapping[str, object] | None = None,
 ) -> Path:
-    """Write a state dict (or a module's) to `path` as safetensors, atomically (tmp + rename)."""
-    if isinstance(state, nn.Module):
-        state = state.state_dict()
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
-    tmp.replace(target)
+    """Write a state dict (or a module's) as safetensors plus its JSON metadata, atomically."""
+    target, _ = weights_io.save_weights(state, path, dict(metadata or {}))
     return target
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
-    """Read a safetensors state dict, with an error naming the file when it cannot be read."""
+    """Read a state dict (.safetensors, or .pth / .pt with weights_only=True), with an error
+    naming the file when it cannot be read."""
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(f"weights file not found: {source}")
     try:
-        return load_file(str(source))
+        return weights_io.read_state_dict(source)
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{source}: not a readable safetensors file ({exc})") from None
+        raise CheckpointError(f"{source}: not a readable weights file ({exc})") from None
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata stored in a safetensors file header."""
+def read_metadata(path: str | Path) -> dict[str, object]:
+    """The metadata written with a weights file (its JSON sidecar, else the safetensors header)."""
+    try:
+        return weights_io.load_metadata(path)
+    except FileNotFoundError:
+        pass
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
