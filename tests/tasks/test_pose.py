@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from batches import make_batch, overfit
 
+from drivemtl.config.schema import TaskConfig
 from drivemtl.models.heads.mask_head import RoIHeadOutputs
 from drivemtl.structures.bdd import POSE_FLIP_PAIRS, POSE_JOINTS
 from drivemtl.tasks.pose import PoseTask
@@ -48,3 +49,36 @@ def test_postprocess_decodes_peaks_and_unflips_joints() -> None:
     # x -> 96 - x and the left / right joints swap places
     assert torch.allclose(kp[right], torch.tensor([96 - 40.5, 15.25, 0.9]))
     assert torch.allclose(kp[left], torch.tensor([96 - 20.5, 5.25, 0.7]))
+
+
+def test_softmax_ce_loss_matches_a_float64_reference() -> None:
+    from drivemtl.models.heads.keypoint_head import keypoint_targets
+
+    batch = make_batch(1, ("pose",))
+    box = batch.instances[0].boxes[:1]
+    targets, valid = keypoint_targets(batch.instances[0].keypoints[:1], box, 56, 2.0)
+    torch.manual_seed(0)
+    logits = torch.randn_like(targets)
+    outputs = RoIHeadOutputs(logits, [box], [torch.tensor([0])], gt_index=[torch.tensor([0])])
+    task = PoseTask(TaskConfig(head={"loss": "softmax_ce"}))
+    got = task.loss(outputs, batch)
+    ref = []
+    for j in range(targets.shape[1]):
+        if not valid[0, j]:
+            continue
+        t = targets[0, j].double().flatten()
+        t = t / t.sum()
+        logp = torch.log_softmax(logits[0, j].double().flatten(), dim=0)
+        ref.append(float(-(t * logp).sum()))
+    assert abs(float(got) - sum(ref) / len(ref)) < 1e-5
+    # Predicting the target distribution itself (CE = its entropy) beats a flat map (log 56^2).
+    sharp = RoIHeadOutputs(
+        torch.log(targets.clamp(min=1e-12)),
+        [box],
+        [torch.tensor([0])],
+        gt_index=[torch.tensor([0])],
+    )
+    flat = RoIHeadOutputs(
+        torch.zeros_like(targets), [box], [torch.tensor([0])], gt_index=[torch.tensor([0])]
+    )
+    assert float(task.loss(sharp, batch)) < float(task.loss(flat, batch))

@@ -284,30 +284,31 @@ def _run_stage(
     ]
     if progress:
         stage_callbacks.append(StageProgressBar(plan.name))
-    trainer = L.Trainer(
-        accelerator=config.train.accelerator,
-        devices=devices,
-        num_nodes=config.train.num_nodes,
-        strategy=strategy,
-        precision=precision,  # type: ignore[arg-type]
-        max_steps=total,
-        max_epochs=1,
-        gradient_clip_val=stage.grad_clip,
-        deterministic=config.train.deterministic,
-        logger=[
-            TensorBoardLogger(log_dir, name="tensorboard"),
-            CSVLogger(log_dir, name="csv"),
-        ],
-        callbacks=stage_callbacks,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        log_every_n_steps=config.train.log_every_n_steps,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-        default_root_dir=stage_dir,
-    )
+    with _quiet_lightning():
+        trainer = L.Trainer(
+            accelerator=config.train.accelerator,
+            devices=devices,
+            num_nodes=config.train.num_nodes,
+            strategy=strategy,
+            precision=precision,  # type: ignore[arg-type]
+            max_steps=total,
+            max_epochs=1,
+            gradient_clip_val=stage.grad_clip,
+            deterministic=config.train.deterministic,
+            logger=[
+                TensorBoardLogger(log_dir, name="tensorboard"),
+                CSVLogger(log_dir, name="csv"),
+            ],
+            callbacks=stage_callbacks,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            log_every_n_steps=config.train.log_every_n_steps,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            use_distributed_sampler=False,
+            default_root_dir=stage_dir,
+        )
     ckpt_path = str(last) if resume and last.is_file() else None
     if ckpt_path:
         log.info("stage %s: resuming from %s", plan.name, last)
