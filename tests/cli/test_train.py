@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -36,11 +37,25 @@ def test_train_pseudo_label_then_train_on_them(tmp_path: Path) -> None:
     dump_config(make_config(data, [stage]), cfg_path)
     runner = CliRunner()
     result = runner.invoke(
-        app, ["train", str(cfg_path), "--out", str(tmp_path / "run"), "--no-progress"]
+        app,
+        [
+            "train",
+            str(cfg_path),
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+            "--eval-split",
+            "val",
+        ],
     )
     assert result.exit_code == 0, result.output
     teacher = tmp_path / "run" / "final.safetensors"
     assert teacher.is_file()
+    # --eval-split scores the final weights into RUN/eval with every task's headline keys
+    metrics = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    flat = json.dumps(metrics)
+    for key in ("tagging", "semantic", "acc", "mIoU"):
+        assert key in flat
 
     labels = tmp_path / "pseudo"
     args = ["pseudo-label", str(cfg_path), "--checkpoint", str(teacher), "--sets", "tag"]

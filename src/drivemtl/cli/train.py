@@ -25,6 +25,14 @@ def train(
         str | None, typer.Option("--precision", help="32-true, bf16-mixed or 16-mixed.")
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show the rich progress bar.")] = True,
+    eval_split: Annotated[
+        str | None,
+        typer.Option(
+            "--eval-split",
+            help="After training, evaluate the final weights on this split (e.g. val) and write "
+            "metrics.json / metrics.md into RUN/eval. Use a split the training data does not hold.",
+        ),
+    ] = None,
 ) -> None:
     """Train the recipe of CONFIG stage by stage into a run directory."""
     from drivemtl.config import load_config
@@ -41,6 +49,15 @@ def train(
         cfg, out, resume=resume, devices=devices, precision=precision, progress=progress
     )
     typer.echo(f"final weights: {result.final_weights}")
+    if eval_split is not None:
+        from drivemtl.evaluation.model_eval import evaluate_model
+
+        evaluation = evaluate_model(
+            cfg, result.final_weights, out_dir=result.out_dir / "eval", split=eval_split,
+            progress=progress,
+        )  # fmt: skip
+        typer.echo(evaluation.table)
+        typer.echo(f"metrics: {result.out_dir / 'eval' / 'metrics.json'}")
 
 
 def pseudo_label(
