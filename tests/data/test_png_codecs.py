@@ -95,3 +95,55 @@ def test_real_bdd_bitmasks_decode():
     np.testing.assert_array_equal(
         pc.encode_instance_rgba(category, ids)[..., [0, 2, 3]], rgba[..., [0, 2, 3]]
     )
+
+
+@pytest.mark.parametrize("row_filter", sorted(pc.PNG_FILTERS))
+@pytest.mark.parametrize(
+    ("dtype", "channels"), [(np.uint8, 1), (np.uint8, 3), (np.uint8, 4), (np.uint16, 3)]
+)
+def test_row_filters_are_lossless_and_planes_match_merged_arrays(
+    tmp_path, row_filter, dtype, channels
+):
+    rng = np.random.default_rng(channels)
+    top = np.iinfo(dtype).max
+    shape = (9, 13) if channels == 1 else (9, 13, channels)
+    array = rng.integers(0, top + 1, size=shape, dtype=np.int64).astype(dtype)
+    array[0, 0] = top  # the extreme values survive every filter
+    array[1, 1] = 0
+    pc.write_png(tmp_path / "a.png", array, row_filter=row_filter)
+    np.testing.assert_array_equal(pc.read_png_unchanged(tmp_path / "a.png"), array)
+    planes = [array] if channels == 1 else [array[..., c] for c in range(channels)]
+    pc.write_png_planes(tmp_path / "sub" / "b.png", planes, row_filter=row_filter)
+    assert (tmp_path / "sub" / "b.png").read_bytes() == (tmp_path / "a.png").read_bytes()
+
+
+def test_write_png_rejects_unknown_filter_and_plane_count(tmp_path):
+    with pytest.raises(ValueError, match="row filter"):
+        pc.write_png(tmp_path / "a.png", np.zeros((2, 2), np.uint8), row_filter="best")
+    with pytest.raises(ValueError, match="1, 3 or 4 planes"):
+        pc.write_png_planes(tmp_path / "a.png", [np.zeros((2, 2), np.uint8)] * 2)
+
+
+def test_plane_encoders_equal_merged_encoders():
+    rng = np.random.default_rng(3)
+    flow = rng.normal(scale=300.0, size=(2, 6, 8)).astype(np.float32)
+    flow[0, 0, 0] = np.inf  # not finite -> invalid
+    valid = rng.random((6, 8)) > 0.3
+    merged = pc.encode_flow(flow, valid)
+    np.testing.assert_array_equal(np.stack(pc.flow_planes(flow, valid), -1), merged)
+    assert merged[0, 0, 2] == 0
+    normals = rng.normal(size=(3, 6, 8)).astype(np.float32)
+    normals[:, 2] = 0.0  # invalid row
+    normals[:, 0, 0] = -1.0  # encodes to (0, 0, 0) and must stay valid
+    merged = pc.encode_normals(normals)
+    np.testing.assert_array_equal(np.stack(pc.normal_planes(normals), -1), merged)
+    np.testing.assert_array_equal(merged[0, 0], [1, 1, 1])
+    np.testing.assert_array_equal(merged[2], 0)
+    category = np.array([[-1, 0, 7], [2, -1, 3]])
+    ids = np.array([[5, 1, 65535], [258, 9, 256]])
+    flags = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
+    rgba = pc.encode_instance_rgba(category, ids, flags)
+    np.testing.assert_array_equal(np.stack(pc.instance_planes(category, ids, flags), -1), rgba)
+    np.testing.assert_array_equal(rgba[0, 2], [8, 3, 255, 255])
+    np.testing.assert_array_equal(rgba[1, 0], [3, 4, 1, 2])
+    np.testing.assert_array_equal(rgba[0, 0], [0, 0, 0, 0])

@@ -7,6 +7,7 @@ Pixel (col, row) has its centre at image coordinates (col, row).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -80,8 +81,8 @@ class Camera:
     def inverse_ray_norms(self) -> np.ndarray:
         """Flat [H * W] float32 1 / |ray| (cosines of view angles against the optical axis)."""
         if self._inv_norms is None:
-            self._inv_norms = (
-                (1.0 / np.linalg.norm(self.rays(), axis=-1)).astype(np.float32).ravel()
+            self._inv_norms = _inverse_ray_norms(
+                self.width, self.height, self.fx, self.fy, self.cx, self.cy
             )
         return self._inv_norms
 
@@ -115,4 +116,18 @@ def affine(points: np.ndarray, matrix: np.ndarray, translate: bool = True) -> np
         if translate:
             row += m[i, 3]
         out[:, i] = row
+    return out
+
+
+@lru_cache(maxsize=8)
+def _inverse_ray_norms(
+    width: int, height: int, fx: float, fy: float, cx: float, cy: float
+) -> np.ndarray:
+    """Read-only flat [H * W] float32 1 / |(u, v, 1)| per pixel, shared by equal cameras."""
+    u = (np.arange(width) - cx) / fx
+    v = (np.arange(height) - cy) / fy
+    squared = (u * u)[None, :] + (v * v)[:, None]  # the sum order of norm(): u^2 + v^2 + 1
+    squared += 1.0
+    out = (1.0 / np.sqrt(squared)).astype(np.float32).ravel()
+    out.flags.writeable = False
     return out

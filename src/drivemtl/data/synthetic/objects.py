@@ -219,6 +219,12 @@ LIMBS: tuple[tuple[str, str, float, float, float], ...] = (
 )  # fmt: skip
 
 
+_LIMB_FROM = np.array([J[a] for a, *_ in LIMBS])
+_LIMB_TO = np.array([0 if b == "_hips" else J[b] for _, b, *_ in LIMBS])
+_LIMB_TO_HIPS = np.array([b == "_hips" for _, b, *_ in LIMBS])
+_LIMB_EXT = np.array([ext for *_, ext in LIMBS])
+
+
 def person_materials(rng: np.random.Generator, pal: Palette) -> list[int]:
     """Skin, shirt and trousers materials of one person; index order follows `limb_boxes`."""
     skin = pal.add(rng.choice([(225, 190, 160), (160, 110, 80), (95, 65, 45)]), noise=0.03)
@@ -240,18 +246,29 @@ def limb_boxes(
     tilt = np.arctan2(up[2], -up[1])
     head_size = (0.19 * k, 0.25 * k, 0.21 * k)
     out = [(rigid(pitch_matrix(tilt), joints[J["head"]]), head_size)]
-    for a_name, b_name, tx, tz, ext in LIMBS:
-        a = joints[J[a_name]]
-        b = hips if b_name == "_hips" else joints[J[b_name]]
-        axis = b - a
-        length = float(np.linalg.norm(axis))
-        y = axis / length
-        x = np.array([1.0, 0.0, 0.0]) - y[0] * y
-        x /= np.linalg.norm(x)
-        z = np.cross(x, y)
-        rot = np.stack([x, y, z], axis=1)
-        center = a + y * (length + ext) / 2
-        out.append((rigid(rot, center), (tx * k, length + ext, tz * k)))
+    # all limbs at once: a -> b axis, unit y along it, x = +x orthogonalised against y, z = x X y
+    ext = _LIMB_EXT
+    a = joints[_LIMB_FROM]
+    b = joints[_LIMB_TO]
+    b[_LIMB_TO_HIPS] = hips
+    axis = b - a
+    length = np.sqrt(axis[:, 0] * axis[:, 0] + axis[:, 1] * axis[:, 1] + axis[:, 2] * axis[:, 2])
+    y = axis / length[:, None]
+    x = -y[:, :1] * y
+    x[:, 0] += 1.0
+    x /= np.sqrt(x[:, 0] * x[:, 0] + x[:, 1] * x[:, 1] + x[:, 2] * x[:, 2])[:, None]
+    z = np.empty_like(x)
+    z[:, 0] = x[:, 1] * y[:, 2] - x[:, 2] * y[:, 1]
+    z[:, 1] = x[:, 2] * y[:, 0] - x[:, 0] * y[:, 2]
+    z[:, 2] = x[:, 0] * y[:, 1] - x[:, 1] * y[:, 0]
+    transforms = np.zeros((len(LIMBS), 4, 4))
+    transforms[:, :3, 0] = x
+    transforms[:, :3, 1] = y
+    transforms[:, :3, 2] = z
+    transforms[:, :3, 3] = a + y * ((length + ext) / 2)[:, None]
+    transforms[:, 3, 3] = 1.0
+    for i, (_, _, tx, tz, _) in enumerate(LIMBS):
+        out.append((transforms[i], (tx * k, float(length[i] + ext[i]), tz * k)))
     return out
 
 

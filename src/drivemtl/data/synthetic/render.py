@@ -212,7 +212,7 @@ def render_frame(world: World, t: int, raster: Raster, raster_next: Raster | Non
 
     normal_table = raster.face_normals.astype(np.float32)
     normal_table[SKY] = 0.0
-    normals = np.stack([normal_table[:, i][face] for i in range(3)])
+    normals = np.ascontiguousarray(normal_table.T).take(face, axis=1)
 
     flow = flow_valid = None
     if raster_next is not None:
@@ -271,13 +271,9 @@ def _apply_subset(
 ) -> list[np.ndarray]:
     """Per-point transforms table[index] ([K, 3, 4]) applied to coords at flat indices `rows`."""
     x, y, z = (c.ravel()[rows] for c in coords)
-    return [
-        table[index, i, 0] * x
-        + table[index, i, 1] * y
-        + table[index, i, 2] * z
-        + table[index, i, 3]
-        for i in range(3)
-    ]
+    # one gather: row 4 * i + j of m is table[index, i, j]
+    m = np.ascontiguousarray(table.reshape(len(table), 12).T).take(index, axis=1)
+    return [m[4 * i] * x + m[4 * i + 1] * y + m[4 * i + 2] * z + m[4 * i + 3] for i in range(3)]
 
 
 def _keypoints(
@@ -325,7 +321,7 @@ def _flow(world: World, t: int, px: _Dense, nxt: Raster) -> tuple[np.ndarray, np
     next_depth = 1.0 / np.where(next_sky, np.float32(1.0), nxt.inv_depth.ravel()[target])
     depth_ok = np.abs(next_depth - mz) <= 0.03 * mz + 0.05
     # the point must reappear on the same surface owner (object, or ground / static world)
-    owner_of = np.concatenate([[-1, -1], np.repeat(world.part_object, 6)])
+    owner_of = np.concatenate([[-1, -1], np.repeat(world.part_object, 6)]).astype(np.int32)
     same_owner = owner_of[px.face] == owner_of[next_face]
     valid = inside & np.where(px.sky, next_sky, ~next_sky & depth_ok & same_owner)
     cols = np.arange(w, dtype=np.float32)[None, :]
@@ -373,14 +369,19 @@ def _shade(world: World, t: int, raster: Raster, px: _Dense, ground_mat: np.ndar
 
     glowing = np.flatnonzero((table["emissive"] > 0).any(axis=1)[mats])
     lit_idx = np.flatnonzero(lit) if look.emissive > 0.5 else np.zeros(0, np.int64)
-    fog = None
+    fog = clear = None
     if look.fog_distance < 500:
         fog = np.exp(-px.z / np.float32(look.fog_distance))
-    up = -(px.c2w[1, 0] * px.rx + px.c2w[1, 1] * px.ry + px.c2w[1, 2]) * inv_norm
+        clear = 1 - fog
+    # the sky colour only matters on sky pixels: evaluate it there (same per-pixel arithmetic)
+    sky_idx = np.flatnonzero(px.sky)
+    rx = px.rx[0, sky_idx % cam.width]
+    ry = px.ry[sky_idx // cam.width, 0]
+    up = -(px.c2w[1, 0] * rx + px.c2w[1, 1] * ry + px.c2w[1, 2]) * inv_norm.ravel()[sky_idx]
     azimuth = None
     if look.clouds:
-        dx = px.c2w[0, 0] * px.rx + px.c2w[0, 1] * px.ry + px.c2w[0, 2]
-        dz = px.c2w[2, 0] * px.rx + px.c2w[2, 1] * px.ry + px.c2w[2, 2]
+        dx = px.c2w[0, 0] * rx + px.c2w[0, 1] * ry + px.c2w[0, 2]
+        dz = px.c2w[2, 0] * rx + px.c2w[2, 1] * ry + px.c2w[2, 2]
         azimuth = np.arctan2(dx, dz)
     brightness = np.float32(1.0 if world.tags["timeofday"] == "night" else look.gain.mean())
     sky = sky_colour(up, azimuth, look)
@@ -393,13 +394,16 @@ def _shade(world: World, t: int, raster: Raster, px: _Dense, ground_mat: np.ndar
             )
         if len(lit_idx):
             colour.ravel()[lit_idx] += np.float32((210, 180, 100)[ch] * look.emissive * 0.8)
-        if fog is not None:
-            colour = colour * fog + look.fog_colour[ch] * (1 - fog)
-        channels.append(np.where(px.sky, sky[ch] * brightness, colour).astype(np.float32))
+        if fog is not None and clear is not None:
+            colour = colour * fog + look.fog_colour[ch] * clear
+        colour.ravel()[sky_idx] = sky[ch] * brightness
+        channels.append(colour.astype(np.float32, copy=False))
     image = cv2.merge(channels)
     rng = np.random.default_rng([world.seed_state, t])
     weather_overlay(image, look, rng)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    np.clip(image, 0, 255, out=image)  # clip then round == round then clip (0, 255 integers)
+    np.rint(image, out=image)
+    return image.astype(np.uint8)
 
 
 def render_world(

@@ -82,14 +82,23 @@ def make_look(tags: dict[str, str]) -> Look:
 
 def _hash(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray) -> np.ndarray:
     """Integer lattice -> pseudo-random values in [0, 1)."""
-    h = (
-        (ix.astype(np.int64) * 73856093)
-        ^ (iy.astype(np.int64) * 19349663)
-        ^ (iz.astype(np.int64) * 83492791)
-    )
-    h = (h ^ (h >> 13)) * 1274126177
-    h ^= h >> 16
-    return (h & 0xFFFF).astype(np.float32) / np.float32(65536.0)
+    h = ix.astype(np.int64)
+    h *= 73856093
+    part = iy.astype(np.int64)
+    part *= 19349663
+    h ^= part
+    part[...] = iz  # the same truncating cast as astype
+    part *= 83492791
+    h ^= part
+    np.right_shift(h, 13, out=part)
+    h ^= part
+    h *= 1274126177
+    np.right_shift(h, 16, out=part)
+    h ^= part
+    h &= 0xFFFF
+    out = h.astype(np.float32)
+    out /= np.float32(65536.0)
+    return out
 
 
 def _fade(period: np.ndarray | float, footprint: np.ndarray) -> np.ndarray:
@@ -109,7 +118,10 @@ def texture(
     used to fade detail that would alias."""
     lx, ly, lz = local
     cell = table["cell"][mats]
-    noise = _hash(np.floor(lx / cell), np.floor(ly / cell), np.floor(lz / cell))
+    ix, iy, iz = lx / cell, ly / cell, lz / cell
+    for lattice in (ix, iy, iz):
+        np.floor(lattice, out=lattice)
+    noise = _hash(ix, iy, iz)
     factor = 1.0 + table["noise"][mats] * _fade(cell, footprint) * (2.0 * noise - 1.0)
     lit = np.zeros(mats.shape, dtype=bool)
     for key, period in (("windows", 2.5), ("stripes", 0.35)):
