@@ -77,7 +77,7 @@ class DetectionTask(Task):
             raise ValueError("detection loss needs outputs of a forward pass with targets")
         device = outputs.class_logits.device
         images = [int(i) for i in torch.nonzero(mask).squeeze(1)]
-        gt_boxes, _, gt_ignore = ground_truth(batch, device)
+        gt_boxes, _, gt_ignore = ground_truth(batch, device, self.options.num_classes)
         rpn_cls, rpn_reg = rpn_loss(outputs.rpn, gt_boxes, gt_ignore, self.options.rpn, images)
         sampled = outputs.sampled
         keep = torch.cat(

@@ -35,8 +35,15 @@ class DetectionOutputs:
     classes: list[Tensor] | None = None
 
 
-def ground_truth(batch: Batch, device: torch.device) -> tuple[list, list, list]:
-    """Per image (boxes, classes, ignore) of `batch.instances`, None for images without them."""
+def ground_truth(
+    batch: Batch, device: torch.device, num_classes: int | None = None
+) -> tuple[list, list, list]:
+    """Per image (boxes, classes, ignore) of `batch.instances`, None for images without them.
+
+    Objects of classes the detector does not predict (index >= `num_classes`, e.g. traffic lights
+    for an 8-class detector on a 10-class set) become ignore regions, so indices stay aligned with
+    `batch.instances` for the mask / keypoint heads.
+    """
     boxes, classes, ignore = [], [], []
     for inst in batch.instances:
         if inst is None:
@@ -44,9 +51,15 @@ def ground_truth(batch: Batch, device: torch.device) -> tuple[list, list, list]:
             classes.append(None)
             ignore.append(None)
             continue
+        cls = inst.classes.to(device)
+        ign = None if inst.ignore is None else inst.ignore.to(device).bool()
+        if num_classes is not None and bool((cls >= num_classes).any()):
+            outside = cls >= num_classes
+            ign = outside if ign is None else ign | outside
+            cls = cls.clamp(max=num_classes - 1)
         boxes.append(inst.boxes.to(device).float())
-        classes.append(inst.classes.to(device))
-        ignore.append(None if inst.ignore is None else inst.ignore.to(device))
+        classes.append(cls)
+        ignore.append(ign)
     return boxes, classes, ignore
 
 
@@ -76,7 +89,7 @@ class TwoStageDetector(nn.Module):
         box_maps = features.levels(self.roi_config.pooler_strides)
         if batch is not None:
             device = features.image.device
-            boxes, classes, ignore = ground_truth(batch, device)
+            boxes, classes, ignore = ground_truth(batch, device, self.num_classes)
             sampled = sample_rois(
                 rpn_out.proposals, boxes, classes, ignore, self.num_classes, self.roi_config
             )
