@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
 from drivemtl.config.loader import ConfigError
@@ -29,6 +29,18 @@ class HeadOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str
+
+
+class RoIHeadOptions(HeadOptions):
+    """Options shared by the heads that run on detector RoIs (instance masks, pose keypoints)."""
+
+    detector: dict[str, Any] = Field(
+        default_factory=dict,
+        description="detection head options when detection itself is not a task",
+    )
+    channels: int = Field(256, gt=0)
+    num_convs: int = Field(4, ge=0)
+    resolution: int = Field(14, gt=0, description="RoIAlign size of the head's input")
 
 
 class Task:

@@ -6,8 +6,6 @@ into each positive RoI, over images labelled for instance segmentation.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -21,21 +19,14 @@ from drivemtl.structures.batch import Batch
 from drivemtl.structures.bdd import THING_CLASSES
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.predictions import FramePrediction
-from drivemtl.tasks.base import TASKS, HeadOptions, Task, empty_predictions, zero_loss
+from drivemtl.tasks.base import TASKS, RoIHeadOptions, Task, empty_predictions, zero_loss
 from drivemtl.tasks.coords import boxes_to_original
 
 
-class InstanceOptions(HeadOptions):
-    """Mask head options."""
+class InstanceOptions(RoIHeadOptions):
+    """Mask head options (masks are twice the RoIAlign resolution)."""
 
     type: str = "mask_rcnn"
-    detector: dict[str, Any] = Field(
-        default_factory=dict,
-        description="detection head options when detection itself is not a task",
-    )
-    channels: int = Field(256, gt=0)
-    num_convs: int = Field(4, ge=0)
-    resolution: int = Field(14, gt=0, description="RoIAlign size; masks are twice as large")
     mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)
 
 

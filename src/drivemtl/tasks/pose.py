@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -16,21 +16,17 @@ from drivemtl.structures.batch import Batch
 from drivemtl.structures.bdd import POSE_FLIP_PAIRS, POSE_JOINTS, THING_CLASSES
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.predictions import FramePrediction
-from drivemtl.tasks.base import TASKS, HeadOptions, Task, empty_predictions, zero_loss
+from drivemtl.tasks.base import TASKS, RoIHeadOptions, Task, empty_predictions, zero_loss
 from drivemtl.tasks.coords import boxes_to_original, points_to_original
 
 
-class PoseOptions(HeadOptions):
-    """Keypoint head options; `person_classes` are THING_CLASSES names that carry poses."""
+class PoseOptions(RoIHeadOptions):
+    """Keypoint head options (heatmaps are 4x the RoIAlign resolution); `person_classes` are
+    THING_CLASSES names that carry poses."""
 
     type: str = "keypoint_rcnn"
-    detector: dict[str, Any] = Field(
-        default_factory=dict,
-        description="detection head options when detection itself is not a task",
-    )
     channels: int = Field(512, gt=0)
     num_convs: int = Field(8, ge=0)
-    resolution: int = Field(14, gt=0, description="RoIAlign size; heatmaps are 4x as large")
     sigma: float = Field(2.0, gt=0.0, description="Gaussian std of the targets, heatmap pixels")
     loss: Literal["mse", "softmax_ce"] = Field(
         "mse",
