@@ -30,6 +30,7 @@ from drivemtl.evaluation.tracking import (
     ClearAccumulator,
     _assign,
     _integer_ids,
+    _is_ignored,
 )
 from drivemtl.structures.scalabel import Frame
 
@@ -94,17 +95,9 @@ class SegTrackEvaluator(BoxTrackEvaluator):
                         "needs rle masks (poly2d is not supported; convert it to rle)"
                     )
                 continue
-            if label.category not in self.config.categories:
-                if self.strict:
-                    raise EvaluationInputError(
-                        f"{what} frame {frame.name!r}, label {label.id!r}: unknown category "
-                        f"{label.category!r} (known: {', '.join(self.config.categories)}); "
-                        "use --lenient to skip such labels"
-                    )
-                self.skipped[f"unknown category {label.category!r}"] += 1
+            if not self._known_category(frame, label, what):
                 continue
-            attrs = label.attributes or {}
-            if attrs.get("crowd") or attrs.get("ignored"):
+            if _is_ignored(label):
                 ignores.append(_rle(label.rle))
                 continue
             rles.append(_rle(label.rle))

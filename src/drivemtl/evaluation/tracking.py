@@ -244,20 +244,27 @@ class BoxTrackEvaluator:
             mine.extend(theirs)
         self.skipped.update(other.skipped)
 
+    def _known_category(self, frame: Frame, label: Label, what: str) -> bool:
+        """Whether the label's category is evaluated; an unknown one raises (strict) or is
+        counted as skipped (lenient)."""
+        if label.category in self.config.categories:
+            return True
+        if self.strict:
+            raise EvaluationInputError(
+                f"{what} frame {frame.name!r}, label {label.id!r}: unknown category "
+                f"{label.category!r} (known: {', '.join(self.config.categories)}); "
+                "use --lenient to skip such labels"
+            )
+        self.skipped[f"unknown category {label.category!r}"] += 1
+        return False
+
     def _parse(self, frame: Frame, ids: dict[str, int] | None, what: str) -> _ParsedFrame:
         boxes, classes, track_ids, ignores = [], [], [], []
         for label in frame.labels or []:
             box = _label_box(label)
             if box is None:
                 continue
-            if label.category not in self.config.categories:
-                if self.strict:
-                    raise EvaluationInputError(
-                        f"{what} frame {frame.name!r}, label {label.id!r}: unknown category "
-                        f"{label.category!r} (known: {', '.join(self.config.categories)}); "
-                        "use --lenient to skip such labels"
-                    )
-                self.skipped[f"unknown category {label.category!r}"] += 1
+            if not self._known_category(frame, label, what):
                 continue
             if _is_ignored(label):
                 ignores.append(box)
