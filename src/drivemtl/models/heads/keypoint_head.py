@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drivemtl.models.heads.features import Features, FeatureSpec
-from drivemtl.models.heads.mask_head import RoIHeadOutputs, select_rois
+from drivemtl.models.heads.mask_head import RoIHeadOutputs, conv_stack, select_rois
 from drivemtl.ops.heatmaps import gaussian_heatmaps, heatmap_argmax
 from drivemtl.ops.roi_align import MultiScaleRoIAlign
 from drivemtl.structures.batch import Batch
@@ -36,11 +36,7 @@ class KeypointHead(nn.Module):
         self.strides = tuple(strides)
         self.heatmap_size = 4 * resolution
         self.pooler = MultiScaleRoIAlign(resolution, sampling_ratio=2)
-        layers: list[nn.Module] = []
-        for i in range(num_convs):
-            layers += [nn.Conv2d(spec.pixel_channels if i == 0 else channels, channels, 3, padding=1),
-                       nn.ReLU(inplace=True)]  # fmt: skip
-        self.convs = nn.Sequential(*layers)
+        self.convs = conv_stack(spec.pixel_channels, channels, num_convs)
         in_channels = channels if num_convs else spec.pixel_channels
         self.deconv = nn.ConvTranspose2d(in_channels, num_keypoints, 4, stride=2, padding=1)
         for m in self.modules():

@@ -71,6 +71,15 @@ def select_rois(
     return boxes, classes, None, extra
 
 
+def conv_stack(in_channels: int, channels: int, num_convs: int) -> nn.Sequential:
+    """`num_convs` x (3x3 conv + ReLU), the RoI feature tower of the mask and keypoint heads."""
+    layers: list[nn.Module] = []
+    for i in range(num_convs):
+        layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1),
+                   nn.ReLU(inplace=True)]  # fmt: skip
+    return nn.Sequential(*layers)
+
+
 class MaskHead(nn.Module):
     """Mask R-CNN mask branch with one 28x28 mask per class (see module docstring)."""
 
@@ -87,11 +96,7 @@ class MaskHead(nn.Module):
         self.num_classes = num_classes
         self.strides = tuple(strides)
         self.pooler = MultiScaleRoIAlign(resolution, sampling_ratio=2)
-        layers: list[nn.Module] = []
-        for i in range(num_convs):
-            layers += [nn.Conv2d(spec.pixel_channels if i == 0 else channels, channels, 3, padding=1),
-                       nn.ReLU(inplace=True)]  # fmt: skip
-        self.convs = nn.Sequential(*layers)
+        self.convs = conv_stack(spec.pixel_channels, channels, num_convs)
         self.deconv = nn.ConvTranspose2d(
             channels if num_convs else spec.pixel_channels, channels, 2, 2
         )
