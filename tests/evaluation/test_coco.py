@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from drivemtl.evaluation.base import EvaluationInputError
-from drivemtl.evaluation.coco import CocoEvaluator, DetectionEvaluator, box2d_to_coco
+from drivemtl.evaluation.coco import (
+    CocoEvaluator,
+    DetectionEvaluator,
+    PoseEvaluator,
+    box2d_to_coco,
+)
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.predictions import FramePrediction
@@ -70,3 +75,22 @@ def test_model_side_update_and_merge() -> None:
         a.merge(a)
     b.merge(a)
     assert b.compute()["AP"] == pytest.approx(100.0)
+
+
+def test_model_side_pose_of_a_rider_is_a_person_pose() -> None:
+    """Poses are one category whatever the detector class: a rider's exact pose scores AP 100."""
+    meta = SampleMeta(name="f0", image_set="s", orig_size=(64, 128))
+    boxes = torch.tensor([[10.0, 4.0, 30.0, 60.0]])
+    keypoints = torch.zeros(1, 18, 3)
+    keypoints[0, :, 0] = torch.linspace(12, 28, 18)
+    keypoints[0, :, 1] = torch.linspace(6, 58, 18)
+    keypoints[0, :, 2] = 2.0
+    rider = torch.tensor([1])
+    target = Instances(boxes=boxes, classes=rider, keypoints=keypoints)
+    batch = Batch(images=torch.zeros(1, 3, 64, 128), image_sizes=[(64, 128)], metas=[meta],
+                  labeled={"pose": torch.tensor([True])}, instances=[target],
+                  lane_lines=[None])  # fmt: skip
+    pose = Instances(boxes=boxes, classes=rider, scores=torch.tensor([0.9]), keypoints=keypoints)
+    ev = PoseEvaluator()
+    ev.update([FramePrediction(meta=meta, poses=pose)], batch)
+    assert ev.compute()["AP"] == pytest.approx(100.0)

@@ -247,8 +247,9 @@ class CocoEvaluator:
         anns = []
         for k in range(len(inst)):
             cls = int(classes[k])
-            if self.iou_type == "keypoints" and not is_pred and inst.keypoints is not None:
-                if not bool((inst.keypoints[k, :, 2] > 0).any()):
+            if self.iou_type == "keypoints":  # every pose is a person, whatever its class
+                labelled = inst.keypoints is None or bool((inst.keypoints[k, :, 2] > 0).any())
+                if not is_pred and not labelled:
                     continue  # an object without a pose label is no pose ground truth
             elif not 0 <= cls < len(self.categories):
                 if not is_pred:  # ground truth of other categories is left out (toolkit rule)

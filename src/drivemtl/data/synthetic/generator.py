@@ -84,6 +84,7 @@ class _Job:
     video: bool
     size: tuple[int, int]
     seed: int
+    people: float = 1.0
 
 
 def _run_job(job: _Job) -> list[dict[str, Any]]:
@@ -92,7 +93,9 @@ def _run_job(job: _Job) -> list[dict[str, Any]]:
     tasks = set(job.tasks)
     flow = "flow" in tasks
     rng = np.random.default_rng([job.seed, job.set_index, job.unit])
-    world = generate_world(rng, Camera.default(w, h), job.frames + (1 if flow else 0))
+    world = generate_world(
+        rng, Camera.default(w, h), job.frames + (1 if flow else 0), people=job.people
+    )
     root = Path(job.out) / job.set_name
     frames = []
     video = f"vid{job.unit:04d}" if job.video else None
@@ -175,13 +178,23 @@ def generate_dataset(
         for unit, frames in enumerate(units):
             jobs.append(
                 _Job(
-                    str(out), index, spec.name, spec.tasks, unit, frames, spec.videos, (w, h), seed
+                    str(out),
+                    index,
+                    spec.name,
+                    spec.tasks,
+                    unit,
+                    frames,
+                    spec.videos,
+                    (w, h),
+                    seed,
+                    spec.people,
                 )
             )
         sets[spec.name] = {
             "tasks": list(spec.tasks),
             "frames": count,
             "videos": spec.videos,
+            "people": spec.people,
             "labels": "labels.json",
         }
     total = sum(job.frames for job in jobs)

@@ -31,6 +31,7 @@ FPS = 5.0
 SCENES = ("city street", "highway", "residential", "tunnel", "parking lot", "gas stations")
 WEATHERS = ("clear", "overcast", "partly cloudy", "rainy", "snowy", "foggy")
 TIMES = ("daytime", "dawn/dusk", "night")
+CROSSWALK_CHANCE = {"city street": 0.6, "residential": 0.3}  # scenes with a zebra crossing ahead
 
 
 @dataclass
@@ -282,9 +283,13 @@ def generate_world(
     scene: str | None = None,
     weather: str | None = None,
     timeofday: str | None = None,
+    people: float = 1.0,
 ) -> World:
     """Draw one scene (tags, road, static and moving objects) for `num_frames` frames at 5 fps;
-    scene / weather / timeofday are random unless given."""
+    scene / weather / timeofday are random unless given. `people` scales how many pedestrians a
+    scene has and how often a crowded crosswalk lies ahead (1 = the default mix)."""
+    if people < 0:
+        raise ValueError(f"people must be >= 0, got {people}")
     tags = _tags(rng, {"scene": scene, "weather": weather, "timeofday": timeofday})
     scene = tags["scene"]
     pal = Palette()
@@ -314,12 +319,12 @@ def generate_world(
             rigid(rot, np.array([xs[t], -camera.mount_height, zs[t]]))
         )
 
+    if rng.random() < min(1.0, CROSSWALK_CHANCE.get(scene, 0.0) * people):
+        s0 = travel + rng.uniform(5, 22)  # ahead of the last frame's camera
+        road.crosswalk = (s0, s0 + 4.0)
     _static_scenery(b, scene, s_lo, s_hi, tags)
     _traffic(b, scene, speed, travel, s_hi, times)
-    _people(b, scene, speed, travel, s_hi, times)
-    if scene == "city street" and rng.random() < 0.6:
-        s0 = travel + rng.uniform(15, 40)
-        road.crosswalk = (s0, s0 + 4.0)
+    _people(b, scene, travel, s_hi, times, people)
 
     poses = np.stack(b.poses, axis=1) if b.poses else np.zeros((num_frames, 0, 4, 4))
     return World(
@@ -331,6 +336,20 @@ def generate_world(
         part_pose=poses, world_to_camera=world_to_camera, objects=b.objects,
         seed_state=int(rng.integers(2**31)),
     )  # fmt: skip
+
+
+def _crossing(b: _Builder, times: np.ndarray, people: float) -> None:
+    """A group of pedestrians walking across the road on the crosswalk, in both directions."""
+    rng, road = b.rng, b.road
+    assert road.crosswalk is not None
+    s0, s1 = road.crosswalk
+    for _ in range(int(rng.integers(2, 8) * people)):
+        s = rng.uniform(s0 + 0.4, s1 - 0.4)
+        d = rng.uniform(road.d_left - 1.0, road.d_right + 1.0)
+        walk = rng.uniform(0.9, 1.5) * rng.choice([-1.0, 1.0])  # m/s towards +d (right) or -d
+        yaw = np.pi / 2 if walk > 0 else -np.pi / 2
+        pose = b.road_pose(np.full_like(times, s), d + walk * times, yaw)
+        b.add_person(pose, "pedestrian", rng.uniform(0, 6.3), 2 * np.pi * 0.9 * abs(walk), False)
 
 
 def _along(
@@ -539,6 +558,9 @@ def _traffic(
                 category = "train"
             parts, length, _ = vehicle_parts(category, rng, b.palette)
             s += length / 2
+            cw = road.crosswalk
+            if cw is not None and cw[0] - 2.0 < s + length / 2 and s - length / 2 < cw[1] + 2.0:
+                s = cw[1] + 2.0 + length / 2  # traffic keeps the crosswalk clear
             d = road.lane_center(lane) + rng.uniform(-0.25, 0.25)
             v = -lane_speed if oncoming else lane_speed
             pose = b.road_pose(s + v * times, np.full_like(times, d), np.pi if oncoming else 0.0)
@@ -576,7 +598,8 @@ def _traffic(
                 )
         else:
             for s in np.arange(-10.0, s_hi, spots):
-                if rng.random() < 0.35:
+                cw = road.crosswalk
+                if rng.random() < 0.35 and not (cw and cw[0] - 4.0 < s < cw[1] + 4.0):
                     category = "car" if rng.random() < 0.9 else "bicycle"
                     parts, _, _ = vehicle_parts(category, rng, b.palette)
                     d = road.d_right + (1.1 if category == "car" else 0.5)
@@ -584,7 +607,7 @@ def _traffic(
 
 
 def _people(
-    b: _Builder, scene: str, ego_speed: float, travel: float, s_hi: float, times: np.ndarray
+    b: _Builder, scene: str, travel: float, s_hi: float, times: np.ndarray, people: float
 ) -> None:
     rng, road = b.rng, b.road
     count = {
@@ -595,7 +618,7 @@ def _people(
         "highway": 0,
         "tunnel": 0,
     }[scene]
-    for _ in range(int(rng.integers(count // 2, count + 1))):
+    for _ in range(int(rng.integers(count // 2, count + 1) * people)):
         if scene == "parking lot":
             d = rng.uniform(-road.half_width - 6.0, road.half_width + 6.0)
             if abs(d) < road.half_width + 1.5:
@@ -616,6 +639,8 @@ def _people(
         pose = b.road_pose(s0 + walk * times, np.full_like(times, d), 0.0 if walk >= 0 else np.pi)
         cadence = 2 * np.pi * 0.9 * abs(walk)
         b.add_person(pose, "pedestrian", rng.uniform(0, 6.3), cadence, riding=False)
+    if road.crosswalk is not None:
+        _crossing(b, times, people)
     # cyclists on the sidewalk edge (bike path)
     if road.sidewalk[1] > 1.5 and scene in ("city street", "residential"):
         for _ in range(int(rng.integers(0, 3))):
