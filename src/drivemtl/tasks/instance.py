@@ -61,14 +61,11 @@ class InstanceTask(Task):
         if outputs.gt_index is None:
             raise ValueError("instance loss needs outputs of a forward pass with targets")
         logits, targets = [], []
-        start = 0
         size = outputs.logits.shape[-1]
-        for i, (boxes, classes, gt) in enumerate(
-            zip(outputs.boxes, outputs.classes, outputs.gt_index, strict=True)
+        for i, (rows, boxes, classes, gt) in enumerate(
+            zip(outputs.per_image(), outputs.boxes, outputs.classes, outputs.gt_index, strict=True)
         ):
             n = boxes.shape[0]
-            rows = outputs.logits[start : start + n]
-            start += n
             if not bool(mask[i]) or n == 0:
                 continue
             inst = batch.instances[i]
@@ -88,12 +85,10 @@ class InstanceTask(Task):
         if outputs.scores is None:
             raise ValueError("instance postprocess needs outputs of an inference forward pass")
         predictions = empty_predictions(batch)
-        start = 0
-        for i, pred in enumerate(predictions):
+        for i, (pred, rows) in enumerate(zip(predictions, outputs.per_image(), strict=True)):
             boxes, classes = outputs.boxes[i], outputs.classes[i]
             n = boxes.shape[0]
-            rows = outputs.logits[start : start + n].float()
-            start += n
+            rows = rows.float()
             probs = rows[torch.arange(n, device=rows.device), classes].sigmoid()
             if pred.meta.flipped:
                 probs = torch.flip(probs, dims=(-1,))

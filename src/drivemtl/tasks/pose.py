@@ -81,12 +81,10 @@ class PoseTask(Task):
             raise ValueError("pose loss needs outputs of a forward pass with targets")
         size = outputs.logits.shape[-1]
         errors = []
-        start = 0
-        for i, (boxes, gt) in enumerate(zip(outputs.boxes, outputs.gt_index, strict=True)):
-            n = boxes.shape[0]
-            rows = outputs.logits[start : start + n]
-            start += n
-            if not bool(mask[i]) or n == 0:
+        for i, (rows, boxes, gt) in enumerate(
+            zip(outputs.per_image(), outputs.boxes, outputs.gt_index, strict=True)
+        ):
+            if not bool(mask[i]) or boxes.shape[0] == 0:
                 continue
             inst = batch.instances[i]
             if inst is None or inst.keypoints is None:
@@ -111,12 +109,9 @@ class PoseTask(Task):
         if outputs.scores is None:
             raise ValueError("pose postprocess needs outputs of an inference forward pass")
         predictions = empty_predictions(batch)
-        start = 0
-        for i, pred in enumerate(predictions):
+        for i, (pred, rows) in enumerate(zip(predictions, outputs.per_image(), strict=True)):
             boxes = outputs.boxes[i].float()
-            n = boxes.shape[0]
-            heatmaps = outputs.logits[start : start + n].float()
-            start += n
+            heatmaps = rows.float()
             if self.options.loss == "softmax_ce":  # joint scores become peak probabilities
                 heatmaps = torch.softmax(heatmaps.flatten(-2), dim=-1).view_as(heatmaps)
             keypoints = decode_keypoints(heatmaps, boxes)

@@ -32,6 +32,10 @@ class RoIHeadOutputs:
     gt_index: list[Tensor] | None = None
     scores: list[Tensor] | None = None
 
+    def per_image(self) -> tuple[Tensor, ...]:
+        """`logits` split into each image's rows (one per box of that image)."""
+        return torch.split(self.logits, [b.shape[0] for b in self.boxes])
+
 
 def select_rois(
     instance: InstanceFeatures | None,
