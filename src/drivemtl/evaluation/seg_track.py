@@ -31,6 +31,7 @@ from drivemtl.evaluation.tracking import (
     _assign,
     _integer_ids,
     _is_ignored,
+    _track_id,
 )
 from drivemtl.structures.scalabel import Frame
 
@@ -102,14 +103,7 @@ class SegTrackEvaluator(BoxTrackEvaluator):
                 continue
             rles.append(_rle(label.rle))
             classes.append(self.config.categories.index(label.category))
-            if ids is None:
-                if not label.id.lstrip("-").isdigit():
-                    raise EvaluationInputError(
-                        f"{what} frame {frame.name!r}: track id {label.id!r} is not an integer"
-                    )
-                track_ids.append(int(label.id))
-            else:
-                track_ids.append(ids[label.id])
+            track_ids.append(_track_id(label, ids, what, frame))
         return rles, np.asarray(classes, np.int64), np.asarray(track_ids, np.int64), ignores
 
     def _overlapping(self, frame: Frame, rles: list[dict]) -> bool:

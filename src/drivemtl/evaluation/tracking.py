@@ -205,6 +205,18 @@ def _label_box(label: Label) -> list[float] | None:
     return [b.x1, b.y1, b.x2 - b.x1 + 1, b.y2 - b.y1 + 1]
 
 
+def _track_id(label: Label, ids: dict[str, int] | None, what: str, frame: Frame) -> int:
+    """A label's track id: its own integer id when `ids` is None, else its entry in `ids`
+    (unseen ids get the next number)."""
+    if ids is None:
+        if not label.id.lstrip("-").isdigit():
+            raise EvaluationInputError(
+                f"{what} frame {frame.name!r}: track id {label.id!r} is not an integer"
+            )
+        return int(label.id)
+    return ids.setdefault(label.id, len(ids) + 1)
+
+
 def _is_ignored(label: Label) -> bool:
     attrs = label.attributes or {}
     return bool(attrs.get("crowd", False)) or bool(attrs.get("ignored", False))
@@ -271,14 +283,7 @@ class BoxTrackEvaluator:
                 continue
             boxes.append(box)
             classes.append(self.config.categories.index(label.category))
-            if ids is None:
-                if not label.id.lstrip("-").isdigit():
-                    raise EvaluationInputError(
-                        f"{what} frame {frame.name!r}: track id {label.id!r} is not an integer"
-                    )
-                track_ids.append(int(label.id))
-            else:
-                track_ids.append(ids.setdefault(label.id, len(ids) + 1))
+            track_ids.append(_track_id(label, ids, what, frame))
         return _ParsedFrame(
             np.asarray(boxes, np.float32).reshape(-1, 4),
             np.asarray(classes, np.int64),
