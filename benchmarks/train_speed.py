@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from drivemtl.config import load_config
-from drivemtl.config.schema import RunConfig
 from drivemtl.data import DataConfig, build_dataset, build_transforms
 from drivemtl.data.synthetic.generator import generate_dataset
 from drivemtl.engine.config import LossWeightingConfig, OptimizerConfig
 from drivemtl.engine.loss_weighting import build_loss_weighting
+from drivemtl.engine.run_config import RunConfig
 from drivemtl.engine.stages import build_optimizer
 from drivemtl.engine.step import multitask_step
 from drivemtl.models import build_model

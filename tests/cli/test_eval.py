@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from drivemtl.cli.errors import UsageError
 from drivemtl.cli.eval import eval_model
-from drivemtl.config import load_config
 from drivemtl.data import build_dataset
 from drivemtl.data.synthetic import generate_dataset
 from drivemtl.engine.checkpoint import load_into, load_weights, save_weights
+from drivemtl.engine.run_config import load_run_config
 from drivemtl.evaluation.coco import DetectionEvaluator, InstanceSegEvaluator, PoseEvaluator
 from drivemtl.evaluation.lanes import LaneEvaluator
 from drivemtl.evaluation.segmentation import DrivableEvaluator, SemanticEvaluator
@@ -52,8 +52,8 @@ def _config(root: Path, width: int = 8) -> dict:
     return {
         "name": "tiny-eval",
         "model": {
-            "backbone": {"name": "resnet18", "width": width, "norm": "bn"},
-            "neck": {"name": "fpn", "out_channels": 16, "norm": "gn"},
+            "backbone": {"type": "resnet18", "width": width, "norm": "bn"},
+            "neck": {"type": "fpn", "out_channels": 16, "norm": "gn"},
             "tasks": TASKS,
         },
         "data": {
@@ -80,13 +80,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     generate_dataset(tmp / "ds", "bdd-sets", num_frames=8, size=(128, 64), seed=3, progress=False)
     (tmp / "run.yaml").write_text(yaml.safe_dump(_config(tmp / "ds")))
     torch.manual_seed(0)
-    save_weights(build_model(load_config(tmp / "run.yaml").model), tmp / "w.safetensors")
+    save_weights(build_model(load_run_config(tmp / "run.yaml").model), tmp / "w.safetensors")
     return tmp
 
 
 def _direct_metrics(run: Path) -> dict[str, dict[str, float]]:
     """Independent path: predict set by set and feed the evaluators by hand."""
-    cfg = load_config(run / "run.yaml")
+    cfg = load_run_config(run / "run.yaml")
     model = build_model(cfg.model)
     load_into(model, load_weights(run / "w.safetensors"))
     model.eval()
@@ -146,7 +146,7 @@ def test_eval_selected_set_only(run: Path) -> None:
 
 def test_mismatched_checkpoint_is_one_line_naming_the_file(run: Path) -> None:
     other = run / "other.safetensors"
-    cfg = load_config(run / "run.yaml", overrides=["model.backbone.width=16"])
+    cfg = load_run_config(run / "run.yaml", overrides=["model.backbone.width=16"])
     save_weights(build_model(cfg.model), other)
     result = CliRunner().invoke(
         app, ["eval", str(run / "run.yaml"), "--checkpoint", str(other), "--no-progress"]

@@ -40,7 +40,7 @@ def test_doctor_reports_torch_and_torchvision(capsys):
 
 
 def test_config_show_prints_resolved_config(tmp_path, capsys):
-    (tmp_path / "base.yaml").write_text("model:\n  backbone: {name: resnet50}\n")
+    (tmp_path / "base.yaml").write_text("model:\n  backbone: {type: resnet50}\n")
     cfg = tmp_path / "run.yaml"
     cfg.write_text("_base_: [base.yaml]\nname: demo\n")
     code, out, _ = run(
@@ -50,7 +50,7 @@ def test_config_show_prints_resolved_config(tmp_path, capsys):
     assert code == 0
     shown = yaml.safe_load(out)
     assert shown["name"] == "demo" and shown["seed"] == 3
-    assert shown["model"]["backbone"]["name"] == "resnet50"
+    assert shown["model"]["backbone"]["type"] == "resnet50"
     assert shown["model"]["neck"]["out_channels"] == 64
     assert shown["model"]["backbone"]["width"] == 64  # default filled in
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from drivemtl.config import ConfigError, RunConfig, load_config
+from drivemtl.config import ConfigError
 from drivemtl.data.config import data_config_from_card, load_data_config
+from drivemtl.engine.run_config import RunConfig, load_run_config
 
 YAML = """
 sets:
@@ -55,7 +56,7 @@ def test_errors_name_the_key(tmp_path):
 def test_run_config_has_a_data_section(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("data:\n" + "\n".join("  " + line for line in YAML.splitlines()))
-    run = load_config(path)
+    run = load_run_config(path)
     assert isinstance(run, RunConfig) and run.data.sets["det"].tasks == ["detection", "tagging"]
     assert RunConfig().data is None
 

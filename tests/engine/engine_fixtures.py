@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from drivemtl.config.loader import validate_tree
-from drivemtl.config.schema import RunConfig
+from drivemtl.engine.run_config import RunConfig
 from drivemtl.structures.bdd import SCENE, TIMEOFDAY, WEATHER
 
 H, W = 64, 96
@@ -59,8 +59,8 @@ def write_tiny_data(root: Path) -> Path:
 def tiny_model() -> dict[str, Any]:
     """A very narrow two-task network (fast on CPU)."""
     return {
-        "backbone": {"name": "resnet18", "width": 8, "norm": "bn"},
-        "neck": {"name": "fpn", "out_channels": 16, "norm": "gn"},
+        "backbone": {"type": "resnet18", "width": 8, "norm": "bn"},
+        "neck": {"type": "fpn", "out_channels": 16, "norm": "gn"},
         "tasks": {"semantic": {"head": {"channels": 16}}, "tagging": {}},
     }
 

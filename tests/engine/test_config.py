@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from drivemtl.config import load_config
 from drivemtl.engine.config import RecipeConfig, StageConfig
 from drivemtl.engine.plan import MergePlan, StagePlan, plan_recipe
+from drivemtl.engine.run_config import load_run_config
 from drivemtl.models import build_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -35,12 +35,12 @@ def test_unknown_key_is_a_config_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("recipe:\n  stages:\n    - {name: a, steps: 1, lerning_rate: 0.1}\n")
     with pytest.raises(ValueError, match="lerning_rate"):
-        load_config(bad)
+        load_run_config(bad)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_shipped_examples_plan(path: Path) -> None:
-    config = load_config(path)
+    config = load_run_config(path)
     model = build_model(config.model)
     names = [n for n, _ in model.named_parameters()]
     plans = plan_recipe(config, names, model.decoder_prefixes())

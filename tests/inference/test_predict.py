@@ -6,8 +6,8 @@ import torch
 import yaml
 
 from drivemtl.cli.main import main
-from drivemtl.config import load_config
 from drivemtl.engine.checkpoint import CheckpointError, save_weights
+from drivemtl.engine.run_config import load_run_config
 from drivemtl.inference.predictor import Predictor
 from drivemtl.inference.run import run_predict
 from drivemtl.inference.sources import VideoWriter
@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
     }
     path = root / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    config = load_config(path)
+    config = load_run_config(path)
     torch.manual_seed(0)
     weights = save_weights(build_model(config.model), root / "w.safetensors")
     return path, weights
@@ -51,7 +51,7 @@ def frames(n, h=60, w=100):
 
 def test_predictions_come_back_in_original_coordinates(trained):
     cfg_path, weights = trained
-    predictor = Predictor(load_config(cfg_path), weights)
+    predictor = Predictor(load_run_config(cfg_path), weights)
     image = frames(1, 75, 124)[0]
     pred = predictor(image, "x.png")
     assert pred.semantic.shape == (75, 124) and pred.depth.shape == (75, 124)
@@ -70,7 +70,7 @@ def test_predict_image_folder_and_video(trained, tmp_path):
     folder.mkdir()
     for i, image in enumerate(frames(2)):
         cv2.imwrite(str(folder / f"f{i}.png"), image[..., ::-1])
-    config = load_config(cfg_path)
+    config = load_run_config(cfg_path)
 
     single = run_predict(config, weights, folder / "f0.png", tmp_path / "one", progress=False)
     assert single.frames == 1 and single.overlays[0].is_file()
@@ -104,7 +104,7 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):
         {"backbone.conv1.weight": torch.zeros(8, 3, 7, 7), "extra.bias": torch.zeros(3)}, other
     )
     with pytest.raises(CheckpointError, match=r"other.safetensors: does not match the model"):
-        Predictor(load_config(cfg_path), other)
+        Predictor(load_run_config(cfg_path), other)
 
     def run(*argv):
         try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from drivemtl.models.features import Features, FeatureSpec
 from drivemtl.models.heads.classification import GlobalPoolClassifier
-from drivemtl.models.heads.features import Features, FeatureSpec
 
 
 def test_linear_on_mean_of_c5() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from drivemtl.models.features import Features, FeatureSpec
 from drivemtl.models.heads.dense_decoder import SemanticFPNDecoder
-from drivemtl.models.heads.features import Features, FeatureSpec
 
 SPEC = FeatureSpec(image_channels=8, pixel_channels=8, strides=(4, 8, 16, 32, 64))
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from drivemtl.config.base import build_plugin
 from drivemtl.models.backbones import ResNet
 from drivemtl.models.necks import FPN, NECKS
 
@@ -10,7 +11,8 @@ from drivemtl.models.necks import FPN, NECKS
 @pytest.mark.parametrize("size", [(360, 640), (375, 1242)])
 def test_backbone_fpn_shapes_on_odd_sizes(norm, size):
     backbone = ResNet(18, width=8).eval()
-    neck = NECKS.build("fpn", backbone.out_channels, out_channels=16, norm=norm).eval()
+    spec = {"type": "fpn", "out_channels": 16, "norm": norm or "none"}
+    neck = build_plugin(NECKS, spec, backbone.out_channels).eval()
     with torch.no_grad():
         pyramid = neck(backbone(torch.randn(1, 3, *size)))
     assert neck.strides == [4, 8, 16, 32, 64] and neck.out_channels == 16

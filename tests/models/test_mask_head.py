@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from drivemtl.models.heads.features import Features, FeatureSpec, InstanceFeatures
+from drivemtl.models.features import Features, FeatureSpec, ObjectFeatures
 from drivemtl.models.heads.mask_head import MaskHead, paste_masks
 
 
@@ -31,7 +31,7 @@ def test_mask_head_runs_on_detections() -> None:
         strides=(4, 8, 16, 32),
         input_size=(64, 64),
         image_sizes=[(64, 64)],
-        instance=InstanceFeatures(
+        objects=ObjectFeatures(
             proposals=[torch.zeros(0, 4)],
             detections=[torch.tensor([[0.0, 0.0, 20.0, 20.0], [5, 5, 60, 60.0]])],
             det_classes=[torch.tensor([1, 5])],  # class 5 is outside the mask head's classes

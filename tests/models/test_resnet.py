@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from drivemtl.config.base import build_plugin
 from drivemtl.models.backbones import BACKBONES, FrozenBatchNorm2d, ResNet
 from drivemtl.models.weights import load_weights
 
@@ -60,7 +61,7 @@ def test_state_dict_matches_torchvision_layout(depth):
     expected = torchvision_state_shapes(depth)
     assert len(expected) == TORCHVISION_KEY_COUNT[depth]
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        model = BACKBONES.build(f"resnet{depth}")
+        model = build_plugin(BACKBONES, {"type": f"resnet{depth}"})
     ours = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     without_fc = {k: v for k, v in expected.items() if not k.startswith("fc.")}
     assert ours == without_fc

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from drivemtl.config.schema import BackboneConfig, ModelConfig, NeckConfig, TaskConfig
+from drivemtl.models.config import ModelConfig, TaskConfig
 from drivemtl.structures.batch import Batch, collate
 from drivemtl.structures.bdd import POSE_JOINTS
 from drivemtl.structures.instances import Instances
@@ -50,8 +50,8 @@ TINY_HEADS["pose"]["detector"] = TINY_HEADS["detection"]
 def tiny_config(tasks: tuple[str, ...] = ALL_TASKS, **head_overrides: dict) -> ModelConfig:
     """A ResNet-18 (width 8) + 16-channel FPN model config with the given tasks."""
     return ModelConfig(
-        backbone=BackboneConfig(name="resnet18", width=8, norm="gn"),
-        neck=NeckConfig(out_channels=16, norm="gn"),
+        backbone={"type": "resnet18", "width": 8, "norm": "gn"},
+        neck={"type": "fpn", "out_channels": 16, "norm": "gn"},
         tasks={t: TaskConfig(head={**TINY_HEADS[t], **head_overrides.get(t, {})}) for t in tasks},
     )
 

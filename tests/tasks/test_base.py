@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drivemtl.config.loader import ConfigError
-from drivemtl.config.schema import TaskConfig
+from drivemtl.models.config import TaskConfig
 from drivemtl.structures.sample import Sample
 from drivemtl.tasks import TASKS
 

@@ -7,7 +7,7 @@ import math
 import torch
 from batches import make_batch, overfit
 
-from drivemtl.config.schema import TaskConfig
+from drivemtl.models.config import TaskConfig
 from drivemtl.tasks.depth import DepthTask
 
 

@@ -7,7 +7,7 @@ import torch
 from batches import make_batch, overfit
 
 from drivemtl.config.loader import ConfigError
-from drivemtl.config.schema import TaskConfig
+from drivemtl.models.config import TaskConfig
 from drivemtl.models.heads.detector import DetectionOutputs
 from drivemtl.structures.bdd import DETECTION_CLASSES_10, THING_CLASSES
 from drivemtl.structures.sample import SampleMeta

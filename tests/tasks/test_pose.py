@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from batches import make_batch, overfit
 
-from drivemtl.config.schema import TaskConfig
+from drivemtl.models.config import TaskConfig
 from drivemtl.models.heads.mask_head import RoIHeadOutputs
 from drivemtl.structures.bdd import POSE_FLIP_PAIRS, POSE_JOINTS
 from drivemtl.tasks.pose import PoseTask

@@ -34,12 +34,12 @@ def eval_model(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the model of CONFIG with CHECKPOINT's weights and print every task's metrics."""
-    from drivemtl.config import load_config
+    from drivemtl.engine.run_config import load_run_config
     from drivemtl.evaluation.model_eval import ModelEvalError, evaluate_model, frames_line
 
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size}: expected a positive number")
-    cfg = load_config(config, overrides=overrides or [])
+    cfg = load_run_config(config, overrides or [])
     try:
         result = evaluate_model(
             cfg, checkpoint, sets or None, out, batch_size, progress,

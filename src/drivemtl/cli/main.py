@@ -88,9 +88,10 @@ def config_show(
     overrides: SetOption = None,
 ) -> None:
     """Print the fully resolved config (bases merged, overrides applied, defaults filled)."""
-    from drivemtl.config import dump_config, load_config
+    from drivemtl.config import dump_config
+    from drivemtl.engine.run_config import load_run_config
 
-    config = load_config(file, overrides=overrides or [])
+    config = load_run_config(file, overrides or [])
     typer.echo(dump_config(config), nl=False)
 
 

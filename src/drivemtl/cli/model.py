@@ -28,13 +28,13 @@ def summary(
     width: Annotated[int, typer.Option(help="Input width for the MAC count.")] = 1280,
 ) -> None:
     """Print parameters and MACs of the shared extractor and of every head."""
-    from drivemtl.config import load_config
+    from drivemtl.engine.run_config import load_run_config
     from drivemtl.models import build_model
     from drivemtl.models.summary import format_summary, summarize
 
     if height <= 0 or width <= 0:
         raise UsageError(f"--height and --width must be positive, got {height}x{width}")
-    cfg = load_config(config, overrides=overrides or [])
+    cfg = load_run_config(config, overrides or [])
     try:
         model = build_model(cfg.model)
     except (KeyError, ValueError) as exc:

@@ -30,10 +30,10 @@ def predict(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Overlays of every predicted task per frame, an MP4 for videos, and BDD-format predictions."""
-    from drivemtl.config import load_config
+    from drivemtl.engine.run_config import load_run_config
     from drivemtl.inference.run import run_predict
 
-    cfg = load_config(config, overrides=overrides or [])
+    cfg = load_run_config(config, overrides or [])
     result = run_predict(cfg, checkpoint, source, out, panels, tasks, device, progress)
     console = Console()
     console.print(f"{result.frames} frames -> overlays in {out / 'overlays'}")

@@ -35,14 +35,14 @@ def train(
     ] = None,
 ) -> None:
     """Train the recipe of CONFIG stage by stage into a run directory."""
-    from drivemtl.config import load_config
+    from drivemtl.engine.run_config import load_run_config
     from drivemtl.engine.trainer import run_recipe
 
     if precision is not None and precision not in ("32-true", "bf16-mixed", "16-mixed"):
         raise UsageError(f"--precision {precision}: expected 32-true, bf16-mixed or 16-mixed")
     if devices is not None and devices < 1:
         raise UsageError(f"--devices {devices}: expected a positive number")
-    cfg = load_config(config, overrides=overrides or [])
+    cfg = load_run_config(config, overrides or [])
     if resume and out is None:
         raise UsageError("--resume needs --out DIR (the run directory to continue)")
     result = run_recipe(
@@ -70,17 +70,23 @@ def pseudo_label(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 4,
     box_score: Annotated[float, typer.Option(help="Keep boxes with score >= this.")] = 0.5,
     semantic_confidence: Annotated[
-        float, typer.Option(help="Semantic / drivable pixels below this become ignore.")
+        float, typer.Option(help="Semantic pixels with confidence below this become ignore.")
     ] = 0.3,
     joint_score: Annotated[float, typer.Option(help="Drop pose joints below this.")] = 0.2,
+    drivable_confidence: Annotated[
+        float, typer.Option(help="Drivable pixels with confidence below this become ignore.")
+    ] = 0.3,
 ) -> None:
     """Run a teacher over images lacking TASKS' labels and write pseudo labels (canonical format)."""
-    from drivemtl.config import load_config
     from drivemtl.engine.pseudo_label import PseudoLabelRules, write_pseudo_labels
+    from drivemtl.engine.run_config import load_run_config
 
-    cfg = load_config(config, overrides=overrides or [])
+    cfg = load_run_config(config, overrides or [])
     rules = PseudoLabelRules(
-        box_score=box_score, semantic_confidence=semantic_confidence, joint_score=joint_score
+        box_score=box_score,
+        semantic_confidence=semantic_confidence,
+        joint_score=joint_score,
+        drivable_confidence=drivable_confidence,
     )
     card = write_pseudo_labels(cfg, checkpoint, sets, tasks, out, rules, batch_size=batch_size)
     typer.echo(f"pseudo labels: {card}")

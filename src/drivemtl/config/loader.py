@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from drivemtl.config.base import plugin_marker
 from drivemtl.errors import DriveMTLError
 
 BASE_KEY = "_base_"
@@ -115,23 +116,57 @@ def _unwrap_optional(annotation: Any) -> Any:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) == 1:
             return _unwrap_optional(args[0])
-    if origin is typing.Annotated:
+    if origin is typing.Annotated and plugin_marker(annotation) is None:
         return _unwrap_optional(typing.get_args(annotation)[0])
     return annotation
 
 
-def _annotation_at(schema: type[BaseModel], parts: list[str], flag: str) -> Any:
-    """The schema's type annotation at a dotted path, or a ConfigError for an unknown key."""
+def _child(node: Any, part: str) -> Any:
+    """The config value under `part` of `node` (None when absent)."""
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    return None
+
+
+def _field_annotation(info: Any) -> Any:
+    """A field's annotation, re-attaching a `plugin(...)` marker that pydantic keeps apart."""
+    marker = next((m for m in info.metadata if plugin_marker(typing.Annotated[Any, m])), None)
+    if marker is None:
+        return info.annotation
+    return typing.Annotated[info.annotation, marker]
+
+
+def _resolve_plugin(annotation: Any, node: Any, here: str, flag: str) -> Any:
+    """A `plugin(...)` annotation resolved to the options model its `type` names."""
+    marker = plugin_marker(annotation)
+    if marker is None:
+        return annotation
+    name = node.get("type") if isinstance(node, dict) else None
+    try:
+        return marker.options_class(name)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{flag}: '{here}': {exc.args[0]}") from None
+
+
+def _annotation_at(schema: type[BaseModel], parts: list[str], flag: str, data: Any = None) -> Any:
+    """The schema's type annotation at a dotted path, or a ConfigError for an unknown key.
+
+    `data` (the merged config tree) resolves `type` + options sections to their plug-in's model.
+    """
     annotation: Any = schema
+    node = data
     for depth, part in enumerate(parts):
-        annotation = _unwrap_optional(annotation)
         here = ".".join(parts[: depth + 1])
+        annotation = _resolve_plugin(_unwrap_optional(annotation), node, here, flag)
+        annotation = _unwrap_optional(annotation)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             fields = annotation.model_fields
             if part not in fields:
                 known = ", ".join(sorted(fields))
                 raise ConfigError(f"{flag}: unknown key '{here}'; expected one of: {known}")
-            annotation = fields[part].annotation
+            annotation = _field_annotation(fields[part])
         elif typing.get_origin(annotation) is dict:
             annotation = typing.get_args(annotation)[1]
         elif typing.get_origin(annotation) is list and part.isdigit():
@@ -142,7 +177,10 @@ def _annotation_at(schema: type[BaseModel], parts: list[str], flag: str) -> Any:
             parent = ".".join(parts[:depth])
             name = getattr(annotation, "__name__", str(annotation))
             raise ConfigError(f"{flag}: '{parent}' is a {name} value, it has no key '{part}'")
-    return annotation
+        node = _child(node, part)
+    if plugin_marker(_unwrap_optional(annotation)) is None:
+        return annotation
+    return _resolve_plugin(_unwrap_optional(annotation), node, ".".join(parts), flag)
 
 
 def _is_text(annotation: Any) -> bool:
@@ -153,8 +191,10 @@ def _is_text(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, Path)
 
 
-def parse_override(text: str, schema: type[BaseModel]) -> tuple[list[str], Any]:
+def parse_override(text: str, schema: type[BaseModel], data: Any = None) -> tuple[list[str], Any]:
     """Parse `a.b=value` into (key parts, value) typed by the schema at that key.
+
+    `data`, the config tree the override applies to, types keys inside `type` + options sections.
 
     Text fields keep the raw string (so `--set name=007` stays "007"); other fields are parsed as
     YAML (numbers, booleans, null, lists, mappings) and then validated with the rest of the config.
@@ -167,7 +207,7 @@ def parse_override(text: str, schema: type[BaseModel]) -> tuple[list[str], Any]:
             f"{flag}: expected KEY=VALUE with a dotted key, e.g. model.backbone.width=32"
         )
     parts = key.split(".")
-    annotation = _annotation_at(schema, parts, flag)
+    annotation = _annotation_at(schema, parts, flag, data)
     optional = _unwrap_optional(annotation) is not annotation and type(None) in typing.get_args(
         annotation
     )
@@ -237,11 +277,11 @@ def _format_error(err: Mapping[str, Any], sources: Mapping[str, str], root: str)
     return f"{source}: key '{dotted}': got {_describe(err['input'])}; expected {msg}"
 
 
-def _known_keys_hint(err: Mapping[str, Any], schema: type[BaseModel]) -> str:
+def _known_keys_hint(err: Mapping[str, Any], schema: type[BaseModel], data: Any = None) -> str:
     if err["type"] != "extra_forbidden":
         return ""
     try:
-        parent = _annotation_at(schema, [str(p) for p in err["loc"][:-1]], "")
+        parent = _annotation_at(schema, [str(p) for p in err["loc"][:-1]], "", data)
     except ConfigError:
         return ""
     if isinstance(parent, type) and issubclass(parent, BaseModel):
@@ -257,23 +297,20 @@ def validate_tree(
         return schema.model_validate(data)
     except ValidationError as exc:
         lines = [
-            _format_error(err, sources, root) + _known_keys_hint(err, schema)
+            _format_error(err, sources, root) + _known_keys_hint(err, schema, data)
             for err in exc.errors()
         ]
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
 
 
-def load_config(
-    path: str | Path, schema: type[M] | None = None, overrides: Iterable[str] = ()
-) -> M:
-    """Load a YAML config with its `_base_` files and `--set` overrides, validated by `schema`."""
-    if schema is None:
-        from drivemtl.config.schema import RunConfig
+def load_config(path: str | Path, schema: type[M], overrides: Iterable[str] = ()) -> M:
+    """Load a YAML config with its `_base_` files and `--set` overrides, validated by `schema`.
 
-        schema = RunConfig  # type: ignore[assignment]
+    A whole run config is `drivemtl.engine.run_config.load_run_config`.
+    """
     data, sources = load_tree(path)
     for text in overrides:
-        parts, value = parse_override(text, schema)
+        parts, value = parse_override(text, schema, data)
         _set_in(data, parts, value, f"--set {text}")
         dotted = ".".join(parts)
         _clear_sources(sources, dotted)

@@ -8,20 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from drivemtl.config.base import StrictModel
 
 TASKS: tuple[str, ...] = (
     "tagging", "semantic", "drivable", "lanes", "detection", "instance", "pose", "depth",
     "normals", "edges", "mot", "mots", "flow",
 )  # fmt: skip
 VIDEO_TASKS: frozenset[str] = frozenset({"mot", "mots", "flow"})
-
-
-class StrictModel(BaseModel):
-    """Config base: unknown keys are errors (same policy as `drivemtl.config.schema`, which imports
-    this module, hence no import the other way)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 def _check_tasks(tasks: list[str]) -> list[str]:

@@ -10,14 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class StrictModel(BaseModel):
-    """Config base: unknown keys are errors (same policy as `drivemtl.config.schema`, which
-    imports this module, hence no import the other way)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from drivemtl.config.base import StrictModel
 
 
 class OptimizerConfig(StrictModel):

@@ -14,9 +14,9 @@ from pathlib import Path
 import yaml
 
 from drivemtl.config.loader import ConfigError
-from drivemtl.config.schema import RunConfig
 from drivemtl.data import SAMPLERS, DataConfig
 from drivemtl.engine.config import PseudoLabelSourceConfig, StageConfig
+from drivemtl.engine.run_config import RunConfig
 from drivemtl.engine.stages import FreezeError, FreezePlan, plan_freezing
 
 PSEUDO_CARD = "pseudo_labels.yaml"

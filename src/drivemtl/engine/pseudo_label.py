@@ -2,7 +2,8 @@
 canonical format, so a later stage can add them as a label source (`StageConfig.pseudo_labels`).
 
 Rules (configurable): boxes kept at score >= 0.5; semantic / drivable pixels with confidence below
-0.3 set to ignore (255); pose joints scoring below 0.2 dropped. Output layout::
+0.3 (`semantic_confidence` / `drivable_confidence`, each task its own) set to ignore (255); pose
+joints scoring below 0.2 dropped. Output layout::
 
     OUT/pseudo_labels.yaml                 card: teacher, rules, sets -> task -> label path
     OUT/<SET>/labels.json                  Scalabel frames (tagging, detection, pose labels)
@@ -22,13 +23,14 @@ import numpy as np
 import torch
 import yaml
 
-from drivemtl.config.schema import RunConfig
 from drivemtl.data import build_dataset, build_transforms
 from drivemtl.data.writers import prediction_to_frame
 from drivemtl.engine.checkpoint import load_into, load_weights
 from drivemtl.engine.plan import PSEUDO_CARD, RecipeError
+from drivemtl.engine.run_config import RunConfig
 from drivemtl.structures.batch import collate
 from drivemtl.structures.bdd import IGNORE_INDEX, THING_CLASSES
+from drivemtl.structures.predictions import FramePrediction
 from drivemtl.structures.scalabel import Frame, save_frames
 
 JSON_TASKS = ("tagging", "detection", "pose")
@@ -38,11 +40,23 @@ SUPPORTED = JSON_TASKS + MASK_TASKS
 
 @dataclass(frozen=True)
 class PseudoLabelRules:
-    """Confidence thresholds of the teacher's predictions that become labels."""
+    """Confidence thresholds of the teacher's predictions that become labels.
+
+    Mask tasks: pixels whose class probability is below `<task>_confidence` become ignore (255).
+    """
 
     box_score: float = 0.5
     semantic_confidence: float = 0.3
     joint_score: float = 0.2
+    drivable_confidence: float = 0.3
+
+    def mask_confidence(self, task: str) -> float:
+        """The pixel-confidence threshold of mask task `task` (one of MASK_TASKS)."""
+        if task not in MASK_TASKS:
+            raise ValueError(
+                f"no pixel-confidence rule for task '{task}' (mask tasks: {MASK_TASKS})"
+            )
+        return float(getattr(self, f"{task}_confidence"))
 
 
 def confident_mask(
@@ -53,6 +67,40 @@ def confident_mask(
     if confidence is not None:
         out[confidence < threshold] = IGNORE_INDEX
     return out.clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def mask_label(pred: FramePrediction, task: str, rules: PseudoLabelRules) -> np.ndarray:
+    """The uint8 pseudo-label map of mask task `task` for one prediction.
+
+    Pixels below the task's confidence threshold become ignore (255). A prediction without the
+    task's confidence (`FramePrediction.<task>_confidence`) is an error unless the threshold is 0:
+    writing the map unfiltered would silently break the rules recorded in the card.
+    """
+    classes = getattr(pred, task)
+    if classes is None:
+        raise RecipeError(f"pseudo-label: frame {pred.meta.name}: the model predicted no {task}")
+    threshold = rules.mask_confidence(task)
+    confidence = getattr(pred, f"{task}_confidence")
+    if confidence is None and threshold > 0:
+        raise RecipeError(
+            f"pseudo-label: frame {pred.meta.name}: the {task} prediction carries no confidence "
+            f"({task}_confidence), so the {task}_confidence rule ({threshold}) cannot be applied "
+            f"(set it to 0 to write the class map unfiltered)"
+        )
+    return confident_mask(classes, confidence, threshold)
+
+
+def write_mask_labels(
+    pred: FramePrediction, tasks: list[str], rules: PseudoLabelRules, set_dir: Path
+) -> None:
+    """Write the prediction's confident mask-task maps as `set_dir/masks/<task>/<frame>.png`."""
+    for task in MASK_TASKS:
+        if task not in tasks:
+            continue
+        path = set_dir / "masks" / task / Path(pred.meta.name).with_suffix(".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(path), mask_label(pred, task, rules)):
+            raise OSError(f"pseudo-label: could not write {path}")
 
 
 @torch.no_grad()
@@ -87,7 +135,7 @@ def write_pseudo_labels(
     model = build_model(config.model)
     load_into(model, load_weights(checkpoint), source=str(checkpoint))
     model.eval().to(device)
-    detector = {**model.providers, **model.tasks}.get("detection")
+    detector = {**model.support, **model.tasks}.get("detection")
     class_names = getattr(detector, "classes", THING_CLASSES)
     out = Path(out_dir)
     card_sets: dict[str, dict[str, str]] = {}
@@ -107,17 +155,7 @@ def write_pseudo_labels(
                     pred, class_names, json_tasks, rules.box_score, rules.joint_score
                 )
                 frames.append(frame)
-                for task in MASK_TASKS:
-                    if task not in tasks:
-                        continue
-                    classes = getattr(pred, task)
-                    conf = pred.semantic_confidence if task == "semantic" else None
-                    conf = getattr(pred, f"{task}_confidence", conf)
-                    path = (
-                        out / set_name / "masks" / task / Path(pred.meta.name).with_suffix(".png")
-                    )
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(path), confident_mask(classes, conf, rules.semantic_confidence))
+                write_mask_labels(pred, tasks, rules, out / set_name)
         entry: dict[str, str] = {}
         if any(t in JSON_TASKS for t in tasks):
             save_frames(frames, out / set_name / "labels.json")

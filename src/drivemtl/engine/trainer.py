@@ -31,7 +31,6 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgr
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from drivemtl.config.loader import dump_config
-from drivemtl.config.schema import RunConfig
 from drivemtl.data import SAMPLERS, build_dataset
 from drivemtl.engine.checkpoint import (
     CheckpointError,
@@ -46,6 +45,7 @@ from drivemtl.engine.datamodule import StageDataModule
 from drivemtl.engine.loss_weighting import build_loss_weighting
 from drivemtl.engine.module import MultiTaskModule, StageSettings
 from drivemtl.engine.plan import MergePlan, RecipeError, StagePlan, plan_recipe
+from drivemtl.engine.run_config import RunConfig
 from drivemtl.engine.stages import apply_freezing
 from drivemtl.log import get_logger
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Sampler
 
-from drivemtl.config.schema import RunConfig
+from drivemtl.engine.run_config import RunConfig
 from drivemtl.evaluation.report import markdown_table, write_report
 from drivemtl.evaluation.runner import build_evaluators
 from drivemtl.evaluation.vtda import vtda, vtda_scores
@@ -174,12 +174,12 @@ def evaluate_model(
     Writes `metrics.json` / `metrics.md` into `out_dir` when given. Rows of `metrics`: one per
     evaluated task, `vtda` when any of its inputs was evaluated, `resources` (params / MACs).
     """
-    from drivemtl.config import load_config
     from drivemtl.data import build_dataset, build_loader
+    from drivemtl.engine.run_config import load_run_config
     from drivemtl.models import build_model
 
     if not isinstance(config, RunConfig):
-        config = load_config(config, overrides=overrides or [])
+        config = load_run_config(config, overrides or [])
     config = _select_sets(config, sets)
     data = config.data
     assert data is not None

@@ -21,11 +21,11 @@ import torch
 import yaml
 
 from drivemtl.config.loader import validate_tree
-from drivemtl.config.schema import RunConfig
 from drivemtl.data import build_dataset
 from drivemtl.data.config import DataConfig
 from drivemtl.data.png_codecs import write_png
 from drivemtl.data.writers import PredictionWriter
+from drivemtl.engine.run_config import RunConfig
 from drivemtl.errors import DriveMTLError
 from drivemtl.evaluation.runner import build_evaluators
 from drivemtl.inference.predictor import load_model

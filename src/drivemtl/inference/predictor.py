@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drivemtl.config.schema import RunConfig
 from drivemtl.data.config import TransformConfig
 from drivemtl.data.transforms import build_transforms
 from drivemtl.engine.checkpoint import CheckpointError, load_into, load_weights
+from drivemtl.engine.run_config import RunConfig
 from drivemtl.models import build_model
 from drivemtl.structures.batch import collate
 from drivemtl.structures.predictions import FramePrediction

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from drivemtl.config.schema import RunConfig
 from drivemtl.data.png_codecs import write_png
 from drivemtl.data.writers import PredictionWriter
+from drivemtl.engine.run_config import RunConfig
 from drivemtl.inference.predictor import Predictor
 from drivemtl.inference.sources import VideoWriter, open_source
 from drivemtl.inference.visualize import draw_overlay, draw_panels

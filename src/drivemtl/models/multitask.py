@@ -1,15 +1,23 @@
-"""MultiTaskNet: backbone -> neck (FPN) -> heads{task}, with shared features computed once.
+"""MultiTaskNet: the network as named stages over one typed feature container.
 
-The network knows tasks only through a small protocol (build_head / loss / postprocess), so the
-task plug-ins (`drivemtl.tasks`) stay one layer above; `build_model` looks them up by name.
-Parameter names are `backbone.*`, `neck.*` and `heads.<name>.*`. The detection head (RPN + box
-head) is built whenever detection, instance or pose is enabled, because the mask and keypoint heads
-refine its proposals; when detection itself is not a task, its loss is added to the loss of the
-first enabled localization task that owns it.
+Stages, each built by `type` from its registry: backbone -> neck -> adapters (on pixel levels) ->
+group encoders (a shared feature per task group) -> interaction blocks (over group features and
+the object stream) -> one decoder per task (task features) -> exchange modules (between task
+features) -> one predictor per task (raw outputs). Every stage declares the streams it needs,
+provides and modifies (`drivemtl.models.stage`); the forward pass runs, in dependency order, only
+the stages the requested tasks depend on.
+
+The network knows tasks only through a small protocol (`TaskPlugin`), so the task plug-ins
+(`drivemtl.tasks`) stay one layer above; `build_model` looks them up by name. A task whose head
+needs a stream that no enabled task provides (instance masks need the object stream) gets a
+*support* head for it (the detection head), whose loss joins that task's loss. Parameter names
+are `backbone.*`, `neck.*`, `adapters.<i>.*`, `groups.<group>.*`, `interactions.<i>.*`,
+`heads.<task>.*` (decoder and predictor) and `exchanges.<i>.*`.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
@@ -17,20 +25,28 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from drivemtl.config.schema import ModelConfig, TaskConfig
-from drivemtl.models.heads.features import Features, FeatureSpec
+from drivemtl.models.config import ModelConfig, TaskConfig
+from drivemtl.models.features import (
+    BACKBONE,
+    IMAGE,
+    PIXEL,
+    Features,
+    FeatureSpec,
+    group_stream,
+    task_stream,
+)
+from drivemtl.models.stage import KINDS, Stage, StageContext, declared
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
 
-LOCALIZATION_TASKS = ("detection", "instance", "pose")
-DETECTION_HEAD = "detection"
+BASE_STREAMS = (IMAGE, BACKBONE, PIXEL)  # provided by backbone + neck, which always run
 
 
 class TaskPlugin(Protocol):
     """What MultiTaskNet needs from a task (implemented by `drivemtl.tasks.Task`)."""
 
     name: str
-    requires: tuple[str, ...]
+    group: str
     loss_weight: float
 
     def build_head(self, spec: FeatureSpec) -> nn.Module: ...
@@ -39,10 +55,12 @@ class TaskPlugin(Protocol):
 
     def postprocess(self, outputs: Any, batch: Batch) -> list[FramePrediction]: ...
 
+    def labeled(self, batch: Batch) -> Tensor: ...
+
 
 @dataclass
 class ModelOutputs(Mapping[str, Any]):
-    """Raw outputs of one forward pass: a mapping head name -> outputs, plus the shared features."""
+    """Raw outputs of one forward pass: a mapping head name -> outputs, plus the features."""
 
     features: Features
     heads: dict[str, Any] = field(default_factory=dict)
@@ -84,11 +102,102 @@ def merge_predictions(target: FramePrediction, source: FramePrediction) -> None:
             setattr(target, f.name, value)
 
 
-class MultiTaskNet(nn.Module):
-    """One shared feature extractor and a head per task (see the module docstring).
+def is_split_head(head: nn.Module) -> bool:
+    """Whether a head has a separate decoder (`decode`) and predictor (`predict`)."""
+    return callable(getattr(head, "decode", None)) and callable(getattr(head, "predict", None))
 
-    `tasks` are the enabled task plug-ins in config order; `providers` are heads built for a
-    dependency only (the detection head when only instance / pose are enabled).
+
+def head_stages(name: str, head: nn.Module) -> list[Stage]:
+    """The decoder (and, for split heads, predictor) stages of task `name`'s head."""
+    path = f"heads.{name}"
+    needs = declared(head, "needs", (PIXEL,))
+    provides = declared(head, "provides")
+    if not is_split_head(head):
+        return [Stage("decoder", path, needs, (*provides, f"out:{name}"), (), name)]
+    return [
+        Stage("decoder", path, needs, (*provides, task_stream(name)), (), name),
+        Stage("predictor", path, (task_stream(name), *needs), (f"out:{name}",), (), name),
+    ]
+
+
+def order_stages(stages: list[Stage], wanted: Iterable[str]) -> list[Stage]:
+    """The stages the `wanted` streams depend on, producers before modifiers before readers.
+
+    Modifiers of one stream keep their list order; ties go by kind (KINDS order), then list order.
+    """
+    producers: dict[str, Stage] = {}
+    modifiers: dict[str, list[Stage]] = {}
+    for stage in stages:
+        for stream in stage.provides:
+            producers.setdefault(stream, stage)
+        for stream in stage.modifies:
+            modifiers.setdefault(stream, []).append(stage)
+    chosen: set[Stage] = set()
+    todo, seen = list(wanted), set(BASE_STREAMS)
+    while todo:
+        stream = todo.pop()
+        if stream in seen:
+            if stream in BASE_STREAMS:
+                for stage in modifiers.get(stream, []):
+                    if stage not in chosen:
+                        chosen.add(stage)
+                        todo.extend(s for s in (*stage.needs, *stage.modifies) if s != stream)
+            continue
+        seen.add(stream)
+        producer = producers.get(stream)
+        if producer is None:
+            readers = [s.path for s in stages if stream in (*s.needs, *s.modifies)]
+            raise ValueError(f"stream {stream!r} (needed by {readers}) is provided by no stage")
+        for stage in [producer, *modifiers.get(stream, [])]:
+            if stage not in chosen:
+                chosen.add(stage)
+                todo.extend((*stage.needs, *stage.modifies))
+    for stream in BASE_STREAMS:  # modifiers of a base stream run whenever it is read
+        if any(stream in s.needs for s in chosen):
+            chosen.update(modifiers.get(stream, []))
+    return _topological(stages, chosen, producers, modifiers)
+
+
+def _topological(
+    stages: list[Stage],
+    chosen: set[Stage],
+    producers: dict[str, Stage],
+    modifiers: dict[str, list[Stage]],
+) -> list[Stage]:
+    rank = {s: (KINDS.index(s.kind), i) for i, s in enumerate(stages)}
+    after: dict[Stage, set[Stage]] = {s: set() for s in chosen}  # stage -> stages it waits for
+    for stage in chosen:
+        for stream in (*stage.needs, *stage.modifies):
+            chain = [m for m in modifiers.get(stream, []) if m in chosen]
+            producer = producers.get(stream)
+            before = [producer] if producer in chosen and producer is not stage else []
+            if stage in chain:
+                before += chain[: chain.index(stage)]
+            else:
+                before += chain
+            after[stage].update(before)
+    ready = [(rank[s], s.path, s) for s in chosen if not after[s]]
+    heapq.heapify(ready)
+    done: list[Stage] = []
+    while ready:
+        *_, stage = heapq.heappop(ready)
+        done.append(stage)
+        for other in chosen:
+            if stage in after[other]:
+                after[other].discard(stage)
+                if not after[other] and other not in done:
+                    heapq.heappush(ready, (rank[other], other.path, other))
+    if len(done) != len(chosen):
+        stuck = sorted(s.path for s in chosen if s not in done)
+        raise ValueError(f"the stages {stuck} depend on each other in a circle")
+    return done
+
+
+class MultiTaskNet(nn.Module):
+    """Shared stages and a head per task (see the module docstring).
+
+    `tasks` are the enabled task plug-ins in config order; `support` are tasks built only for a
+    stream another task needs, each with the task that carries its loss (`support_owner`).
     """
 
     def __init__(
@@ -96,7 +205,14 @@ class MultiTaskNet(nn.Module):
         backbone: nn.Module,
         neck: nn.Module,
         tasks: Mapping[str, TaskPlugin],
-        providers: Mapping[str, TaskPlugin] | None = None,
+        support: Mapping[str, TaskPlugin] | None = None,
+        *,
+        adapters: Sequence[nn.Module] = (),
+        groups: Mapping[str, nn.Module] | None = None,
+        interactions: Sequence[nn.Module] = (),
+        heads: Mapping[str, nn.Module] | None = None,
+        exchanges: Sequence[nn.Module] = (),
+        support_owner: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         if not tasks:
@@ -104,35 +220,57 @@ class MultiTaskNet(nn.Module):
         self.backbone = backbone
         self.neck = neck
         self.tasks: dict[str, TaskPlugin] = dict(tasks)
-        self.providers: dict[str, TaskPlugin] = dict(providers or {})
+        self.support: dict[str, TaskPlugin] = dict(support or {})
+        self.support_owner: dict[str, str] = dict(support_owner or {})
+        self.adapters = nn.ModuleList(adapters)
+        self.groups = nn.ModuleDict(dict(groups or {}))
+        self.interactions = nn.ModuleList(interactions)
         self.spec = FeatureSpec(
             image_channels=int(list(backbone.out_channels)[-1]),
             pixel_channels=int(neck.out_channels),
             strides=tuple(int(s) for s in neck.strides),
+            groups={g: int(m.out_channels) for g, m in self.groups.items()},
         )
         self.heads = nn.ModuleDict()
         for name, plugin in self._all_plugins().items():
-            self.heads[name] = plugin.build_head(self.spec)
-        for name, plugin in self.tasks.items():
-            for dependency in plugin.requires:
-                if dependency not in self.heads:
-                    raise ValueError(f"task {name!r} needs head {dependency!r}, which is not built")
-        # The task that carries the loss of each provider head (e.g. detection -> instance).
-        self.provider_owner: dict[str, str] = {}
-        for provider in self.providers:
-            owner = next((t for t, p in self.tasks.items() if provider in p.requires), None)
-            if owner is not None:
-                self.provider_owner[provider] = owner
+            self.heads[name] = heads[name] if heads is not None else plugin.build_head(self.spec)
+        self.exchanges = nn.ModuleList(exchanges)
+        self.stage_list = self._stage_list()
+        order_stages(self.stage_list, [f"out:{t}" for t in self._all_plugins()])  # checks
+        self._schedules: dict[tuple[str, ...], list[Stage]] = {}
+        self._fixed = {n for n, p in self.named_parameters() if not p.requires_grad}
 
     def _all_plugins(self) -> dict[str, TaskPlugin]:
-        plugins = dict(self.providers)
-        plugins.update(self.tasks)
-        # Heads another head depends on run (and are built) first.
-        ordered = {
-            n: p for n, p in plugins.items() if any(n in q.requires for q in plugins.values())
-        }
-        ordered.update(plugins)
-        return ordered
+        return {**self.support, **self.tasks}
+
+    def _stage_list(self) -> list[Stage]:
+        stages = [
+            Stage("backbone", "backbone", (), (IMAGE, BACKBONE)),
+            Stage("neck", "neck", (BACKBONE,), (PIXEL,)),
+        ]
+        for i, module in enumerate(self.adapters):
+            stages.append(
+                Stage("adapter", f"adapters.{i}", declared(module, "needs"),
+                      declared(module, "provides"), declared(module, "modifies", (PIXEL,)))
+            )  # fmt: skip
+        for group, module in self.groups.items():
+            stages.append(
+                Stage("group", f"groups.{group}", declared(module, "needs", (PIXEL,)),
+                      (group_stream(group),))
+            )  # fmt: skip
+        for i, module in enumerate(self.interactions):
+            stages.append(
+                Stage("interaction", f"interactions.{i}", declared(module, "needs"),
+                      declared(module, "provides"), declared(module, "modifies"))
+            )  # fmt: skip
+        for name, head in self.heads.items():
+            stages.extend(head_stages(name, head))
+        for i, module in enumerate(self.exchanges):
+            stages.append(
+                Stage("exchange", f"exchanges.{i}", declared(module, "needs"),
+                      declared(module, "provides"), declared(module, "modifies"))
+            )  # fmt: skip
+        return stages
 
     @property
     def task_names(self) -> list[str]:
@@ -147,9 +285,21 @@ class MultiTaskNet(nn.Module):
     def decoder_prefixes(self) -> dict[str, list[str]]:
         """Task -> parameter-name prefixes of the heads it trains (for per-decoder fine-tuning)."""
         prefixes = {name: [f"heads.{name}."] for name in self.tasks}
-        for provider, owner in self.provider_owner.items():
-            prefixes[owner].append(f"heads.{provider}.")
+        for name, owner in self.support_owner.items():
+            prefixes[owner].append(f"heads.{name}.")
         return prefixes
+
+    def stage_prefixes(self) -> dict[str, list[str]]:
+        """Stage kind -> parameter-name prefixes of its modules (`@kind` freezing patterns)."""
+        out: dict[str, list[str]] = {kind: [] for kind in KINDS}
+        for stage in self.stage_list:
+            if stage.kind != "predictor" and stage.prefix not in out[stage.kind]:
+                out[stage.kind].append(stage.prefix)
+        return out
+
+    def fixed_parameter_names(self) -> set[str]:
+        """Parameters the model itself keeps frozen (e.g. `backbone.frozen_stages`)."""
+        return set(self._fixed)
 
     def _check_tasks(self, tasks: Iterable[str] | None) -> list[str]:
         if tasks is None:
@@ -163,7 +313,7 @@ class MultiTaskNet(nn.Module):
         return requested
 
     def extract(self, images: Tensor, image_sizes: list[tuple[int, int]] | None = None) -> Features:
-        """Backbone + neck once: C2..C5 and P2..P6 in a Features container."""
+        """Backbone + neck once: C2..C5 and the pyramid in a Features container."""
         backbone_maps = _feature_list(self.backbone(images))
         pixel = _feature_list(self.neck(backbone_maps))
         sizes = image_sizes or [tuple(images.shape[-2:])] * images.shape[0]
@@ -176,16 +326,37 @@ class MultiTaskNet(nn.Module):
             backbone=backbone_maps,
         )
 
-    def _heads_to_run(self, tasks: list[str]) -> list[str]:
-        needed = set(tasks)
-        for task in tasks:
-            needed.update(self.tasks[task].requires)
-        return [name for name in self._all_plugins() if name in needed]
+    def schedule(self, tasks: Sequence[str]) -> list[Stage]:
+        """The stages after backbone + neck that the heads of `tasks` need, in run order."""
+        heads = [n for n in self._all_plugins() if n in self._heads_needed(tasks)]
+        key = tuple(heads)
+        if key not in self._schedules:
+            self._schedules[key] = order_stages(self.stage_list, [f"out:{n}" for n in heads])
+        return self._schedules[key]
+
+    def _heads_needed(self, tasks: Sequence[str]) -> set[str]:
+        return set(tasks)
+
+    def _run(self, stage: Stage, features: Features, batch: Batch | None, out: ModelOutputs):
+        if stage.kind in ("backbone", "neck"):
+            return
+        module = self.get_submodule(stage.path)
+        if stage.kind == "group":
+            features.groups[stage.path.split(".", 1)[1]] = module(features)
+        elif stage.kind == "decoder":
+            if is_split_head(module):
+                features.tasks[stage.task] = module.decode(features, batch)
+            else:
+                out.heads[stage.task] = module(features, batch)
+        elif stage.kind == "predictor":
+            out.heads[stage.task] = module.predict(features.tasks[stage.task], features, batch)
+        else:
+            module(features)
 
     def forward(
         self, batch: Batch, tasks: Iterable[str] | None = None, targets: bool | None = None
     ) -> ModelOutputs:
-        """Shared features once, then the heads of `tasks` (default: all) and their dependencies.
+        """Shared features once, then the stages the heads of `tasks` (default: all) need.
 
         With `targets` (default: in training mode) heads get the batch to sample training targets
         (RoI sampling); without, they run in inference mode.
@@ -194,8 +365,8 @@ class MultiTaskNet(nn.Module):
         use_targets = self.training if targets is None else targets
         features = self.extract(batch.images, batch.image_sizes)
         outputs = ModelOutputs(features=features)
-        for name in self._heads_to_run(requested):
-            outputs.heads[name] = self.heads[name](features, batch if use_targets else None)
+        for stage in self.schedule(requested):
+            self._run(stage, features, batch if use_targets else None, outputs)
         return outputs
 
     def losses(self, batch: Batch, tasks: Iterable[str] | None = None) -> dict[str, Tensor]:
@@ -212,18 +383,16 @@ class MultiTaskNet(nn.Module):
         outputs = self.forward(batch, active, targets=True)
         for name in active:
             losses[name] = self.tasks[name].loss(outputs[name], batch)
-        for provider, owner in self.provider_owner.items():
-            if owner in active and provider in outputs:
-                losses[owner] = losses[owner] + self.providers[provider].loss(
-                    outputs[provider], batch
-                )
+        for name, owner in self.support_owner.items():
+            if owner in active and name in outputs:
+                losses[owner] = losses[owner] + self.support[name].loss(outputs[name], batch)
         return losses
 
     def _labeled_for(self, task: str, batch: Batch) -> Tensor:
-        mask = batch.is_labeled(task)
-        for provider, owner in self.provider_owner.items():
+        mask = self.tasks[task].labeled(batch)
+        for name, owner in self.support_owner.items():
             if owner == task:
-                mask = mask | self.providers[provider].labeled(batch)  # type: ignore[attr-defined]
+                mask = mask | self.support[name].labeled(batch)
         return mask
 
     @torch.no_grad()
@@ -245,43 +414,87 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
     from drivemtl.models.backbones import BACKBONES
 
     options = cfg.backbone
-    backbone = BACKBONES.get(options.name)(
-        width=options.width, frozen_stages=options.frozen_stages, norm=options.norm
-    )
-    if options.weights is not None:
+    backbone = BACKBONES.get(options.type)(options)
+    weights = getattr(options, "weights", None)
+    if weights is not None:
         from drivemtl.models.weights import load_weights
 
-        load_weights(backbone, options.weights)
+        load_weights(backbone, weights)
     return backbone
 
 
 def build_neck(cfg: ModelConfig, in_channels: list[int]) -> nn.Module:
-    """The configured neck (FPN) from the NECKS registry."""
+    """The configured neck from the NECKS registry."""
     from drivemtl.models.necks import NECKS
 
-    options = cfg.neck
-    return NECKS.get(options.name)(
-        in_channels=in_channels,
-        out_channels=options.out_channels,
-        norm=None if options.norm == "none" else options.norm,
-    )
+    return NECKS.get(cfg.neck.type)(cfg.neck, in_channels)
+
+
+def _build_list(registry: Any, items: Sequence[Any], where: str, context: StageContext):
+    modules = []
+    for index, options in enumerate(items):
+        named = StageContext(context.spec, context.task_groups, context.task_channels,
+                             f"{where}.{index}")  # fmt: skip
+        modules.append(registry.get(options.type)(options, named))
+    return modules
+
+
+def _support_tasks(tasks: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Support tasks for streams needed but not provided by the enabled tasks, and their owners."""
+    from drivemtl.tasks import STREAM_PROVIDERS, TASKS
+
+    provided = {s for t in tasks.values() for s in t.provides}
+    support: dict[str, Any] = {}
+    owners: dict[str, str] = {}
+    for name, task in tasks.items():
+        for stream in task.needs:
+            if stream in provided or stream not in STREAM_PROVIDERS:
+                continue
+            provider = STREAM_PROVIDERS.get(stream)
+            support[provider] = TASKS.get(provider)(task.provider_config(stream))
+            support[provider].label_tasks = (name,)
+            owners[provider] = name
+            provided.update(support[provider].provides)
+    return support, owners
 
 
 def build_model(cfg: ModelConfig) -> MultiTaskNet:
-    """MultiTaskNet from a ModelConfig: backbone, neck and one head per task in `cfg.tasks`."""
+    """MultiTaskNet from a ModelConfig: every stage, one head per task in `cfg.tasks`."""
+    from drivemtl.models.adapters import ADAPTERS
+    from drivemtl.models.exchanges import EXCHANGES
+    from drivemtl.models.groups import GROUP_ENCODERS
+    from drivemtl.models.interactions import INTERACTIONS
     from drivemtl.tasks import TASKS  # tasks sit one layer up; looked up by name at build time
 
     if not cfg.tasks:
         raise ValueError("model.tasks is empty: enable at least one task")
     tasks = {name: TASKS.get(name)(task_cfg) for name, task_cfg in cfg.tasks.items()}
-    providers: dict[str, TaskPlugin] = {}
-    localization = [t for t in LOCALIZATION_TASKS if t in tasks]
-    if localization and DETECTION_HEAD not in tasks:
-        owner = tasks[localization[0]]
-        detector_options = getattr(owner.options, "detector", {})
-        detector = TASKS.get(DETECTION_HEAD)(TaskConfig(head=dict(detector_options)))
-        detector.label_tasks = (localization[0],)  # type: ignore[attr-defined]
-        providers[DETECTION_HEAD] = detector
+    support, owners = _support_tasks(tasks)
     backbone = build_backbone(cfg)
     neck = build_neck(cfg, [int(c) for c in backbone.out_channels])
-    return MultiTaskNet(backbone, neck, tasks, providers)
+    spec = FeatureSpec(
+        image_channels=int(list(backbone.out_channels)[-1]),
+        pixel_channels=int(neck.out_channels),
+        strides=tuple(int(s) for s in neck.strides),
+    )
+    groups_of = {name: t.group for name, t in tasks.items()}
+    context = StageContext(spec, groups_of)
+    adapters = _build_list(ADAPTERS, cfg.adapters, "adapters", context)
+    groups = {
+        g: GROUP_ENCODERS.get(o.type)(o, StageContext(spec, groups_of, name=g))
+        for g, o in cfg.groups.items()
+    }
+    spec = FeatureSpec(spec.image_channels, spec.pixel_channels, spec.strides,
+                       {g: int(m.out_channels) for g, m in groups.items()})  # fmt: skip
+    interactions = _build_list(INTERACTIONS, cfg.interactions, "interactions",
+                               StageContext(spec, groups_of))  # fmt: skip
+    heads = {name: plugin.build_head(spec) for name, plugin in {**support, **tasks}.items()}
+    channels = {n: int(getattr(h, "out_channels", 0)) for n, h in heads.items() if is_split_head(h)}
+    exchanges = _build_list(EXCHANGES, cfg.exchanges, "exchanges",
+                            StageContext(spec, groups_of, channels))  # fmt: skip
+    return MultiTaskNet(backbone, neck, tasks, support, adapters=adapters, groups=groups,
+                        interactions=interactions, heads=heads, exchanges=exchanges,
+                        support_owner=owners)  # fmt: skip
+
+
+__all__ = ["ModelOutputs", "MultiTaskNet", "TaskConfig", "build_model"]

@@ -1,4 +1,4 @@
-"""Parameters and MACs per component (shared extractor vs each head) of a MultiTaskNet.
+"""Parameters and MACs per stage (shared stages vs each task head) of a MultiTaskNet.
 
 MACs are counted by `torch.utils.flop_counter.FlopCounterMode` during one inference forward pass
 on a blank image (MACs = FLOPs / 2; convolutions and matrix products, which dominate; resampling
@@ -30,7 +30,8 @@ class ComponentCost:
 
 @dataclass(frozen=True)
 class ModelSummary:
-    """Costs of the shared parts (backbone, neck) and of each head at `input_size` (H, W)."""
+    """Costs of the shared stages (backbone, neck, adapters, group encoders, interaction and
+    exchange blocks) and of each task head at `input_size` (H, W)."""
 
     input_size: tuple[int, int]
     shared: list[ComponentCost]
@@ -38,12 +39,12 @@ class ModelSummary:
 
     @property
     def shared_params(self) -> int:
-        """Parameters of backbone + neck."""
+        """Parameters of the shared stages."""
         return sum(c.params for c in self.shared)
 
     @property
     def shared_macs(self) -> int:
-        """MACs of backbone + neck."""
+        """MACs of the shared stages."""
         return sum(c.macs for c in self.shared)
 
     @property
@@ -89,8 +90,22 @@ def _params(model: torch.nn.Module, prefix: str) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefix + "."))
 
 
+def _module_macs(counts: dict[str, dict], base: str) -> int:
+    """MACs of module `base` and everything below it, counted once.
+
+    FlopCounterMode records a module only when its `forward` runs; a head whose decoder and
+    predictor are called as methods appears through its sub-modules, whose outermost entries
+    are summed (each entry already includes its own children).
+    """
+    if base in counts:
+        return int(sum(counts[base].values())) // 2
+    inside = [k for k in counts if k.startswith(base + ".")]
+    outermost = [k for k in inside if not any(k != o and k.startswith(o + ".") for o in inside)]
+    return int(sum(sum(counts[k].values()) for k in outermost)) // 2
+
+
 def summarize(model: MultiTaskNet, input_size: tuple[int, int] = (720, 1280)) -> ModelSummary:
-    """Count parameters and MACs of backbone, neck and every head for one image of `input_size`.
+    """Count parameters and MACs of every stage for one image of `input_size`.
 
     The model runs in eval mode under no_grad; its mode is restored afterwards. RoI heads are
     counted on the proposals / detections the current weights produce.
@@ -105,15 +120,15 @@ def summarize(model: MultiTaskNet, input_size: tuple[int, int] = (720, 1280)) ->
         model.train(was_training)
     counts = counter.get_flop_counts()
     root = type(model).__name__
-
-    def macs(path: str) -> int:
-        return int(sum(counts.get(f"{root}.{path}", {}).values())) // 2
-
-    shared = [ComponentCost(n, _params(model, n), macs(n)) for n in ("backbone", "neck")]
-    heads = [
-        ComponentCost(f"heads.{n}", _params(model, f"heads.{n}"), macs(f"heads.{n}"))
-        for n in model.heads
-    ]
+    shared, heads, seen = [], [], set()
+    for stage in model.stage_list:
+        if stage.path in seen:
+            continue
+        seen.add(stage.path)
+        cost = ComponentCost(
+            stage.path, _params(model, stage.path), _module_macs(counts, f"{root}.{stage.path}")
+        )
+        (heads if stage.kind in ("decoder", "predictor") else shared).append(cost)
     return ModelSummary(input_size, shared, heads)
 
 
@@ -124,7 +139,7 @@ def format_summary(summary: ModelSummary) -> str:
     for c in [*summary.shared, *summary.heads]:
         lines.append(f"{c.name:<22}{c.params / 1e6:>12.3f}{c.macs / 1e9:>12.3f}")
     lines.append(
-        f"{'shared (backbone+neck)':<22}{summary.shared_params / 1e6:>12.3f}"
+        f"{'shared stages':<22}{summary.shared_params / 1e6:>12.3f}"
         f"{summary.shared_macs / 1e9:>12.3f}"
     )
     lines.append(

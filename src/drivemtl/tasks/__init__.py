@@ -1,4 +1,4 @@
-"""Task plug-ins: one module per task, registered by name in `TASKS`."""
+"""Task plug-ins (one module per task, registered in `TASKS`) and the head families they use."""
 
 from __future__ import annotations
 
@@ -14,6 +14,21 @@ from drivemtl.tasks import (  # noqa: F401  (importing registers every task)
     semantic,
     tagging,
 )
-from drivemtl.tasks.base import TASKS, HeadOptions, Task, TaskGroup
+from drivemtl.tasks.base import STREAM_PROVIDERS, TASKS, HeadOptions, Task, TaskGroup
+from drivemtl.tasks.families import (  # noqa: F401  (importing registers every head family)
+    classification,
+    dense,
+    roi,
+    two_stage,
+)
+from drivemtl.tasks.families.base import HEAD_FAMILIES, HeadFamily
 
-__all__ = ["TASKS", "HeadOptions", "Task", "TaskGroup"]
+__all__ = [
+    "HEAD_FAMILIES",
+    "STREAM_PROVIDERS",
+    "TASKS",
+    "HeadFamily",
+    "HeadOptions",
+    "Task",
+    "TaskGroup",
+]

@@ -1,85 +1,115 @@
 """The task plug-in interface and the `TASKS` registry.
 
-A task names the `Sample` fields it needs, builds its head from the shared feature spec, computes
-its loss from raw head outputs using only the samples labelled for it, and turns raw outputs into
-typed predictions in original-image coordinates. Adding a task is one module plus a registry entry.
+A task names the `Sample` fields it needs, its group and kind, its targets, how its decoded head
+outputs become typed predictions in original-image coordinates, and its metric. Its head comes
+from a head family (`drivemtl.tasks.families`) chosen by `model.tasks.<task>.head.type`, which
+brings the module and the criterion. Adding a task is one module plus a registry entry.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError, create_model
 from torch import Tensor, nn
 
 from drivemtl.config.loader import ConfigError
-from drivemtl.config.schema import TaskConfig
-from drivemtl.models.heads.features import FeatureSpec
+from drivemtl.models.config import TaskConfig
+from drivemtl.models.features import FeatureSpec
 from drivemtl.registry import Registry
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
+from drivemtl.tasks.families.base import (
+    HEAD_FAMILIES,
+    HeadFamily,
+    HeadOptions,
+    TaskKind,
+    families_for,
+)
 
 TaskGroup = Literal["classification", "segmentation", "localization", "association", "geometry"]
 
 
-class HeadOptions(BaseModel):
-    """Base of every task's head options (`model.tasks.<task>.head` in the config)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: str
-
-
-class RoIHeadOptions(HeadOptions):
-    """Options shared by the heads that run on detector RoIs (instance masks, pose keypoints)."""
-
-    detector: dict[str, Any] = Field(
-        default_factory=dict,
-        description="detection head options when detection itself is not a task",
-    )
-    channels: int = Field(256, gt=0)
-    num_convs: int = Field(4, ge=0)
-    resolution: int = Field(14, gt=0, description="RoIAlign size of the head's input")
+@cache
+def head_options_class(family: type[HeadFamily], extras: type[BaseModel] | None) -> type:
+    """The options model of a family for a task: the family's options plus the task's extras."""
+    if extras is None:
+        return family.Options
+    return create_model(f"{extras.__name__}{family.__name__}", __base__=(extras, family.Options))
 
 
 class Task:
-    """Base class of a task plug-in; subclasses set the class attributes and the four methods.
+    """Base class of a task plug-in; subclasses set the class attributes and `predictions`.
 
-    name / group / fields / metric describe the task; `Options` is the pydantic model of its head
-    options; `requires` lists heads that must run before this task's head (instance and pose
-    consume the detection head's proposals).
+    name / group / kind / fields / metric describe the task; `default_head` is the head family
+    used when the config names none; `Extras` is the pydantic model of task-specific head options
+    (class lists, decoding thresholds) validated together with the family's own options.
     """
 
     name: ClassVar[str]
     group: ClassVar[TaskGroup]
+    kind: ClassVar[TaskKind]
     fields: ClassVar[tuple[str, ...]]
     metric: ClassVar[str]
-    Options: ClassVar[type[HeadOptions]] = HeadOptions
-    requires: ClassVar[tuple[str, ...]] = ()
+    default_head: ClassVar[str]
+    Extras: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         config = config if config is not None else TaskConfig()
         self.loss_weight = float(config.loss_weight)
+        head = dict(config.head)
+        family = self._family_class(head.get("type", self.default_head))
         try:
-            self.options: Any = self.Options.model_validate(config.head)
+            self.options: Any = head_options_class(family, self.Extras).model_validate(
+                {**head, "type": head.get("type", self.default_head)}
+            )
         except ValidationError as exc:
             problems = "; ".join(
                 f"model.tasks.{self.name}.head.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
                 for err in exc.errors()
             )
             raise ConfigError(f"invalid head options for task {self.name!r}: {problems}") from None
+        self.family: HeadFamily = family(self, self.options)
+
+    def _family_class(self, name: str) -> type[HeadFamily]:
+        known = families_for(self.kind)
+        if name not in HEAD_FAMILIES or self.kind not in HEAD_FAMILIES.get(name).kinds:
+            raise ConfigError(
+                f"model.tasks.{self.name}.head.type: unknown head family {name!r} for a "
+                f"{self.kind} task; known: {', '.join(known) or '(none registered)'}"
+            )
+        return HEAD_FAMILIES.get(name)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """Feature streams the head reads beyond pixel features (e.g. the object stream)."""
+        return self.family.needs
+
+    @property
+    def provides(self) -> tuple[str, ...]:
+        """Feature streams the head writes (the detector provides the object stream)."""
+        return self.family.provides
+
+    def provider_config(self, stream: str) -> TaskConfig:
+        """Config of the support task built to provide `stream` when no enabled task does."""
+        return TaskConfig(head=dict(self.family.provider_options(stream)))
 
     def build_head(self, spec: FeatureSpec) -> nn.Module:
-        """Create this task's head for features described by `spec`."""
-        raise NotImplementedError
+        """Create this task's head (the family's module) for features described by `spec`."""
+        return self.family.build(spec)
 
     def loss(self, outputs: Any, batch: Batch) -> Tensor:
-        """Scalar loss over the samples with `batch.labeled[self.name]`; exact zero if none."""
-        raise NotImplementedError
+        """The head family's criterion over the samples labelled for this task."""
+        return self.family.loss(outputs, batch)
 
     def postprocess(self, outputs: Any, batch: Batch) -> list[FramePrediction]:
         """One FramePrediction per sample with this task's fields set, in original coordinates."""
+        return self.predictions(self.family.decode(outputs, batch), batch)
+
+    def predictions(self, outputs: Any, batch: Batch) -> list[FramePrediction]:
+        """Typed predictions from the family's decoded outputs (implemented by each task)."""
         raise NotImplementedError
 
     def labeled(self, batch: Batch) -> Tensor:
@@ -91,6 +121,8 @@ class Task:
 
 
 TASKS: Registry[type[Task]] = Registry("task")
+# Stream -> the task whose head provides it, built as a support task when another task needs it.
+STREAM_PROVIDERS: Registry[str] = Registry("stream provider")
 
 
 def zero_loss(device: torch.device) -> Tensor:
@@ -113,3 +145,16 @@ def require_target(batch: Batch, field: str, task: str) -> Tensor:
 def empty_predictions(batch: Batch) -> list[FramePrediction]:
     """One empty FramePrediction per sample (only `meta` set)."""
     return [FramePrediction(meta=meta) for meta in batch.metas]
+
+
+__all__ = [
+    "STREAM_PROVIDERS",
+    "TASKS",
+    "HeadFamily",
+    "HeadOptions",
+    "Task",
+    "TaskGroup",
+    "empty_predictions",
+    "require_target",
+    "zero_loss",
+]

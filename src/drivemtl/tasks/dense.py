@@ -1,48 +1,34 @@
-"""Common base of the per-pixel tasks: head options, decoder factory, labelled-sample selection."""
+"""Common base of the per-pixel tasks: branches, labelled-sample selection, map decoding."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
-from drivemtl.models.heads import HEADS
-from drivemtl.models.heads.features import FeatureSpec
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
-from drivemtl.tasks.base import HeadOptions, Task, empty_predictions
+from drivemtl.tasks.base import Task, empty_predictions
 from drivemtl.tasks.coords import dense_to_original
+from drivemtl.tasks.families.dense import DenseOptions
 
-
-class DenseOptions(HeadOptions):
-    """Options of a dense decoder head (the Semantic-FPN decoder by default)."""
-
-    type: str = "semantic_fpn"
-    channels: int = Field(128, gt=0, description="width of the aggregated stride-4 features")
-    strides: tuple[int, ...] = (4, 8, 16, 32)
-    branch_convs: int = Field(0, ge=0, description="extra conv+GN+ReLU layers before the output")
+__all__ = ["DenseOptions", "DenseTask"]
 
 
 class DenseTask(Task):
-    """A task predicting maps at input size; subclasses set `branches()` and the loss/decoding."""
+    """A task predicting maps at input size; subclasses set `branches()`, `pixel_loss` and
+    `predictions` (the per-pixel loss is what per-pixel head families train with)."""
 
-    Options = DenseOptions
+    kind = "dense"
+    default_head = "semantic_fpn"
 
     def branches(self) -> dict[str, int]:
         """Output branch name -> channels of the decoder."""
         raise NotImplementedError
 
-    def build_head(self, spec: FeatureSpec) -> nn.Module:
-        """A dense decoder of the configured type with this task's output branches."""
-        opts = self.options
-        return HEADS.get(opts.type)(
-            spec,
-            outputs=self.branches(),
-            channels=opts.channels,
-            strides=tuple(opts.strides),
-            branch_convs=opts.branch_convs,
-        )
+    def pixel_loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+        """The per-pixel loss of the branch maps over the labelled samples."""
+        raise NotImplementedError
 
     def select(self, outputs: dict[str, Tensor], batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         """The outputs restricted to labelled samples, and the [B] labelled mask."""

@@ -9,18 +9,20 @@ from __future__ import annotations
 from typing import Literal
 
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
 from drivemtl.tasks.base import TASKS, require_target, zero_loss
-from drivemtl.tasks.dense import DenseOptions, DenseTask
+from drivemtl.tasks.dense import DenseTask
 from drivemtl.tasks.losses import berhu, l1
 
 
-class DepthOptions(DenseOptions):
-    """Dense decoder options plus the loss choice and the normalising far distance d_far."""
+class DepthOptions(BaseModel):
+    """Depth head extras: the per-pixel loss and the normalising far distance d_far."""
+
+    model_config = ConfigDict(extra="forbid")
 
     loss: Literal["berhu", "l1"] = "berhu"
     max_depth: float = Field(80.0, gt=0, description="d_far in metres")
@@ -35,7 +37,7 @@ class DepthTask(DenseTask):
     group = "geometry"
     fields = ("depth",)
     metric = "RMSE"
-    Options = DepthOptions
+    Extras = DepthOptions
 
     def branches(self) -> dict[str, int]:
         """One channel, turned positive by softplus into d_far / d."""
@@ -45,7 +47,7 @@ class DepthTask(DenseTask):
         """[B, H, W] predicted d_far / d (positive)."""
         return F.softplus(outputs["inverse"][:, 0])
 
-    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+    def pixel_loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
         """berHu (or L1) on inverse normalised depth over valid pixels of labelled samples."""
         selected, mask = self.select(outputs, batch)
         if not bool(mask.any()):
@@ -58,7 +60,7 @@ class DepthTask(DenseTask):
         fn = berhu if self.options.loss == "berhu" else l1
         return fn(pred, target, valid)
 
-    def postprocess(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
+    def predictions(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
         """[H, W] depth in metres per sample."""
         inverse = self.inverse_depth({k: v.detach().float() for k, v in outputs.items()})
         predictions = self.new_predictions(batch)

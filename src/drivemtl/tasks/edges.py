@@ -24,7 +24,7 @@ class EdgesTask(DenseTask):
         """One logit channel."""
         return {"logits": 1}
 
-    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+    def pixel_loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
         """HED class-balanced BCE over the labelled samples."""
         selected, mask = self.select(outputs, batch)
         if not bool(mask.any()):
@@ -32,7 +32,7 @@ class EdgesTask(DenseTask):
         target = require_target(batch, "edges", self.name)[mask.to(batch.images.device)]
         return balanced_bce(selected["logits"][:, 0], target.to(selected["logits"].device))
 
-    def postprocess(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
+    def predictions(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
         """[H, W] edge probability per sample."""
         probs = outputs["logits"].detach().float().sigmoid()
         predictions = self.new_predictions(batch)

@@ -7,14 +7,14 @@ times a background pixel in the cross entropy, to balance the thin markings agai
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.bdd import LANE_CATEGORIES, LANE_DIRECTIONS, LANE_STYLES
 from drivemtl.structures.predictions import FramePrediction
 from drivemtl.tasks.base import TASKS, require_target, zero_loss
-from drivemtl.tasks.dense import DenseOptions, DenseTask
+from drivemtl.tasks.dense import DenseTask
 from drivemtl.tasks.losses import cross_entropy
 
 # Output groups in the order of the lanes target channels, each with its background class.
@@ -25,8 +25,10 @@ LANE_GROUPS: dict[str, int] = {
 }
 
 
-class LaneOptions(DenseOptions):
-    """Dense decoder options plus the foreground weight of the lane cross entropy."""
+class LaneOptions(BaseModel):
+    """Lane head extras: the foreground weight of the lane cross entropy."""
+
+    model_config = ConfigDict(extra="forbid")
 
     foreground_weight: float = Field(10.0, gt=0)
 
@@ -39,13 +41,13 @@ class LanesTask(DenseTask):
     group = "segmentation"
     fields = ("lanes",)
     metric = "F-score"
-    Options = LaneOptions
+    Extras = LaneOptions
 
     def branches(self) -> dict[str, int]:
         """A branch per label group: category (9), direction (3), style (3)."""
         return dict(LANE_GROUPS)
 
-    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+    def pixel_loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
         """Sum over the groups of the foreground-weighted CE of the labelled samples."""
         selected, mask = self.select(outputs, batch)
         if not bool(mask.any()):
@@ -59,7 +61,7 @@ class LanesTask(DenseTask):
             total = total + cross_entropy(logits, target[:, channel].to(logits.device), weight)
         return total
 
-    def postprocess(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
+    def predictions(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
         """[3, H, W] int64 map (category, direction, style; 0 = background) per sample."""
         predictions = self.new_predictions(batch)
         per_group = [

@@ -25,7 +25,7 @@ class NormalsTask(DenseTask):
         """Three channels (x, y, z), normalised only when decoded."""
         return {"normals": 3}
 
-    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+    def pixel_loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
         """Mean 1 - cos over valid pixels of the labelled samples."""
         selected, mask = self.select(outputs, batch)
         if not bool(mask.any()):
@@ -35,7 +35,7 @@ class NormalsTask(DenseTask):
         valid = target.abs().sum(dim=1) > 0
         return cosine_loss(selected["normals"], target, valid)
 
-    def postprocess(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
+    def predictions(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
         """[3, H, W] unit normals per sample; a flip negates the x component back."""
         raw = outputs["normals"].detach().float()
         predictions = self.new_predictions(batch)

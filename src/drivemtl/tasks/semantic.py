@@ -27,7 +27,7 @@ class SemanticTask(DenseTask):
         """One logits branch with a channel per class."""
         return {"logits": len(self.classes)}
 
-    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+    def pixel_loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
         """Cross entropy over labelled samples' non-ignored pixels."""
         selected, mask = self.select(outputs, batch)
         if not bool(mask.any()):
@@ -35,7 +35,7 @@ class SemanticTask(DenseTask):
         target = require_target(batch, self.target_field, self.name)[mask.to(batch.images.device)]
         return cross_entropy(selected["logits"], target.to(selected["logits"].device))
 
-    def postprocess(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
+    def predictions(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
         """Class map (argmax of the upsampled probabilities) and its confidence, per sample."""
         probs = outputs["logits"].detach().float().softmax(dim=1)
         predictions = self.new_predictions(batch)

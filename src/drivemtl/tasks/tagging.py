@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import torch
-from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
-from drivemtl.models.heads import HEADS
-from drivemtl.models.heads.features import FeatureSpec
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.bdd import TAG_ATTRIBUTES
 from drivemtl.structures.predictions import FramePrediction
-from drivemtl.tasks.base import TASKS, HeadOptions, Task, empty_predictions, zero_loss
-from drivemtl.tasks.losses import cross_entropy
-
-
-class TaggingOptions(HeadOptions):
-    """Global-pool classifier on C5."""
-
-    type: str = "global_pool"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+from drivemtl.tasks.base import TASKS, Task, empty_predictions
 
 
 @TASKS.register("tagging")
@@ -28,30 +17,22 @@ class TaggingTask(Task):
 
     name = "tagging"
     group = "classification"
+    kind = "image"
     fields = ("tags",)
     metric = "accuracy"
-    Options = TaggingOptions
+    default_head = "global_pool"
 
-    def build_head(self, spec: FeatureSpec) -> nn.Module:
-        """A linear classifier per attribute on globally pooled C5."""
-        attributes = {name: len(values) for name, values in TAG_ATTRIBUTES.items()}
-        return HEADS.get(self.options.type)(spec, attributes, dropout=self.options.dropout)
+    def attributes(self) -> dict[str, int]:
+        """Attribute name -> class count, in the column order of the targets."""
+        return {name: len(values) for name, values in TAG_ATTRIBUTES.items()}
 
-    def loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
-        """Sum over attributes of the CE of labelled samples whose value is known."""
-        mask = self.labeled(batch)
-        if not bool(mask.any()) or batch.tags is None:
-            if bool(mask.any()):
-                raise ValueError("task 'tagging': labelled samples but the batch has no tags")
-            return zero_loss(batch.images.device)
-        tags = batch.tags[mask]
-        total = zero_loss(batch.images.device)
-        for column, name in enumerate(TAG_ATTRIBUTES):
-            logits = outputs[name][mask.to(outputs[name].device)]
-            total = total + cross_entropy(logits, tags[:, column].to(logits.device))
-        return total
+    def targets(self, batch: Batch) -> Tensor:
+        """[B, 3] class indices per attribute (255 = unknown) of the batch."""
+        if batch.tags is None:
+            raise ValueError("task 'tagging': labelled samples but the batch has no tags")
+        return batch.tags
 
-    def postprocess(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
+    def predictions(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
         """Per sample: [3] class indices and their probabilities (weather, scene, timeofday)."""
         probs = [outputs[name].detach().float().softmax(dim=1) for name in TAG_ATTRIBUTES]
         scores, classes = zip(*(p.max(dim=1) for p in probs), strict=True)

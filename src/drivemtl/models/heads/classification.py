@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from drivemtl.models.heads.features import Features, FeatureSpec
+from drivemtl.models.features import IMAGE, Features, FeatureSpec
 
 
 class GlobalPoolClassifier(nn.Module):
@@ -13,6 +13,8 @@ class GlobalPoolClassifier(nn.Module):
     `attributes` maps an attribute name to its class count; `forward` returns a dict of
     [B, classes] logits keyed like `attributes`.
     """
+
+    needs = (IMAGE,)
 
     def __init__(self, spec: FeatureSpec, attributes: dict[str, int], dropout: float = 0.0) -> None:
         super().__init__()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from drivemtl.models.heads.features import Features, FeatureSpec
+from drivemtl.models.features import PIXEL, Features, FeatureSpec, group_stream
 
 
 def _groups(channels: int) -> int:
@@ -54,7 +54,10 @@ class SemanticFPNDecoder(nn.Module):
 
     `outputs` maps a branch name to its channel count (e.g. {"logits": 19} or, for lanes,
     {"category": 9, "direction": 3, "style": 3}); `forward` returns a dict of [B, C, H, W] maps at
-    the padded input size, keyed like `outputs`.
+    the padded input size, keyed like `outputs`. The decoder (`decode`: the stride-4 aggregation,
+    the task features) and the predictor (`predict`: the per-branch convs and upsampling) are
+    separate so that exchange modules can act between them. With `group`, the decoder reads that
+    task group's shared map (a group encoder's output) instead of aggregating the levels itself.
     """
 
     def __init__(
@@ -64,45 +67,80 @@ class SemanticFPNDecoder(nn.Module):
         channels: int = 128,
         strides: tuple[int, ...] = (4, 8, 16, 32),
         branch_convs: int = 0,
+        group: str | None = None,
     ) -> None:
         super().__init__()
         if not outputs:
             raise ValueError("SemanticFPNDecoder needs at least one output branch")
-        missing = [s for s in strides if s not in spec.strides]
-        if missing:
-            raise ValueError(f"decoder strides {missing} are not among the features {spec.strides}")
-        base = min(strides)
+        self.group = group
         self.strides = tuple(strides)
-        self.base_stride = base
-        self.scales = nn.ModuleList(
-            _ScaleBranch(spec.pixel_channels, channels, (s // base).bit_length() - 1)
-            for s in strides
-        )
+        self.needs = (group_stream(group),) if group is not None else (PIXEL,)
+        if group is not None:
+            if group not in spec.groups:
+                raise ValueError(
+                    f"decoder reads group {group!r}, but no group encoder provides it "
+                    f"(group encoders: {sorted(spec.groups) or 'none'})"
+                )
+            self.scales = nn.ModuleList()
+            in_channels = spec.groups[group]
+        else:
+            missing = [s for s in strides if s not in spec.strides]
+            if missing:
+                raise ValueError(
+                    f"decoder strides {missing} are not among the features {spec.strides}"
+                )
+            self.scales = aggregation_scales(spec.pixel_channels, channels, self.strides)
+            in_channels = channels
+        self.out_channels = in_channels
         self.branches = nn.ModuleDict()
         for name, out_channels in outputs.items():
             layers: list[nn.Module] = [
-                conv_gn_relu(channels, channels) for _ in range(branch_convs)
+                conv_gn_relu(in_channels if i == 0 else channels, channels)
+                for i in range(branch_convs)
             ]
-            layers.append(nn.Conv2d(channels, out_channels, 1))
+            layers.append(nn.Conv2d(channels if branch_convs else in_channels, out_channels, 1))
             self.branches[name] = nn.Sequential(*layers)
 
     def aggregate(self, features: Features) -> Tensor:
         """Sum of every level brought to the finest stride: [B, channels, H/4, W/4]."""
-        maps = features.levels(self.strides)
-        out = self.scales[0](maps[0])
-        for scale, x in zip(self.scales[1:], maps[1:], strict=True):
-            y = scale(x)
-            if y.shape[-2:] != out.shape[-2:]:
-                y = F.interpolate(y, size=out.shape[-2:], mode="bilinear", align_corners=False)
-            out = out + y
-        return out
+        return aggregate_levels(self.scales, features.levels(self.strides))
 
-    def forward(self, features: Features, batch: object = None) -> dict[str, Tensor]:
+    def decode(self, features: Features, batch: object = None) -> Tensor:
+        """The task features: the group's shared map or this decoder's own aggregation."""
+        if self.group is not None:
+            return features.groups[self.group]
+        return self.aggregate(features)
+
+    def predict(
+        self, shared: Tensor, features: Features, batch: object = None
+    ) -> dict[str, Tensor]:
         """Per-branch maps upsampled to the padded input size."""
-        shared = self.aggregate(features)
         return {
             name: F.interpolate(
                 branch(shared), size=features.input_size, mode="bilinear", align_corners=False
             )
             for name, branch in self.branches.items()
         }
+
+    def forward(self, features: Features, batch: object = None) -> dict[str, Tensor]:
+        """decode, then predict."""
+        return self.predict(self.decode(features, batch), features, batch)
+
+
+def aggregation_scales(in_channels: int, channels: int, strides: tuple[int, ...]) -> nn.ModuleList:
+    """One `_ScaleBranch` per stride, bringing each level to the finest of `strides`."""
+    base = min(strides)
+    return nn.ModuleList(
+        _ScaleBranch(in_channels, channels, (s // base).bit_length() - 1) for s in strides
+    )
+
+
+def aggregate_levels(scales: nn.ModuleList, maps: list[Tensor]) -> Tensor:
+    """Sum of `scales[i](maps[i])`, every term resized to the first (finest) one's size."""
+    out = scales[0](maps[0])
+    for scale, x in zip(scales[1:], maps[1:], strict=True):
+        y = scale(x)
+        if y.shape[-2:] != out.shape[-2:]:
+            y = F.interpolate(y, size=out.shape[-2:], mode="bilinear", align_corners=False)
+        out = out + y
+    return out

@@ -1,7 +1,7 @@
 """The two-stage detection head: RPN on P2..P6 + RoI box head on P2..P5 (Faster R-CNN with FPN).
 
 It also produces VTDNet's instance features: the proposals, and (in training) the RoIs sampled
-against the ground truth, stored in `features.instance` for the mask and keypoint heads.
+against the ground truth, the object stream `features.objects` for the mask and keypoint heads.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from drivemtl.models.heads.features import Features, FeatureSpec, InstanceFeatures
+from drivemtl.models.features import OBJECTS, PIXEL, Features, FeatureSpec, ObjectFeatures
 from drivemtl.models.heads.roi_heads import BoxHead, RoIConfig, SampledRoIs, detect, sample_rois
 from drivemtl.models.heads.rpn import RPN, RPNConfig, RPNOutputs
 from drivemtl.structures.batch import Batch
@@ -64,7 +64,13 @@ def ground_truth(
 
 
 class TwoStageDetector(nn.Module):
-    """RPN + box head; `forward(features, batch)` samples RoIs when `batch` is given."""
+    """RPN + box head; `forward(features, batch)` samples RoIs when `batch` is given.
+
+    It provides the object stream (`features.objects`) that the RoI heads declare they need.
+    """
+
+    needs = (PIXEL,)
+    provides = (OBJECTS,)
 
     def __init__(
         self,
@@ -94,7 +100,7 @@ class TwoStageDetector(nn.Module):
                 rpn_out.proposals, boxes, classes, ignore, self.num_classes, self.roi_config
             )
             logits, deltas = self.box_head(box_maps, sampled.boxes)
-            features.instance = InstanceFeatures(
+            features.objects = ObjectFeatures(
                 proposals=rpn_out.proposals,
                 rois=sampled.boxes,
                 roi_labels=sampled.labels,
@@ -110,7 +116,7 @@ class TwoStageDetector(nn.Module):
             self.num_classes,
             self.roi_config,
         )
-        features.instance = InstanceFeatures(
+        features.objects = ObjectFeatures(
             proposals=rpn_out.proposals,
             detections=det_boxes,
             det_classes=det_classes,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from drivemtl.models.heads.features import Features, FeatureSpec
+from drivemtl.models.features import OBJECTS, PIXEL, Features, FeatureSpec
 from drivemtl.models.heads.mask_head import RoIHeadOutputs, conv_stack, select_rois
 from drivemtl.ops.heatmaps import gaussian_heatmaps, heatmap_argmax
 from drivemtl.ops.roi_align import MultiScaleRoIAlign
@@ -19,6 +19,8 @@ from drivemtl.structures.batch import Batch
 
 class KeypointHead(nn.Module):
     """Per-joint heatmaps for RoIs of the person classes (see module docstring)."""
+
+    needs = (PIXEL, OBJECTS)
 
     def __init__(
         self,
@@ -59,7 +61,7 @@ class KeypointHead(nn.Module):
             return inst is not None and inst.keypoints is not None
 
         boxes, classes, gt_index, scores = select_rois(
-            features.instance, batch, self.is_person, has_keypoints
+            features.objects, batch, self.is_person, has_keypoints
         )
         x = self.pooler(features.levels(self.strides), self.strides, boxes)
         x = self.deconv(self.convs(x))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from drivemtl.models.heads.features import Features, FeatureSpec, InstanceFeatures
+from drivemtl.models.features import OBJECTS, PIXEL, Features, FeatureSpec, ObjectFeatures
 from drivemtl.ops.roi_align import MultiScaleRoIAlign
 from drivemtl.structures.batch import Batch
 
@@ -38,7 +38,7 @@ class RoIHeadOutputs:
 
 
 def select_rois(
-    instance: InstanceFeatures | None,
+    objects: ObjectFeatures | None,
     batch: Batch | None,
     keep_class: Callable[[Tensor], Tensor],
     keep_image: Callable[[int], bool],
@@ -47,14 +47,16 @@ def select_rois(
 
     `keep_class` filters by class; `keep_image(i)` says whether image i has the needed labels.
     """
-    if instance is None:
-        raise RuntimeError("the detection head must run before the mask / keypoint heads")
+    if objects is None:
+        raise RuntimeError(
+            "a mask / keypoint head needs the object stream, which no stage provided"
+        )
     boxes, classes, extra = [], [], []
     if batch is not None:
-        if instance.rois is None or instance.roi_labels is None or instance.roi_gt_index is None:
+        if objects.rois is None or objects.roi_labels is None or objects.roi_gt_index is None:
             raise RuntimeError("training a RoI head needs sampled RoIs from the detection head")
         for i, (rois, labels, gt) in enumerate(
-            zip(instance.rois, instance.roi_labels, instance.roi_gt_index, strict=True)
+            zip(objects.rois, objects.roi_labels, objects.roi_gt_index, strict=True)
         ):
             keep = (gt >= 0) & keep_class(labels)
             if not keep_image(i):
@@ -63,10 +65,10 @@ def select_rois(
             classes.append(labels[keep])
             extra.append(gt[keep])
         return boxes, classes, extra, None
-    if instance.detections is None or instance.det_classes is None or instance.det_scores is None:
+    if objects.detections is None or objects.det_classes is None or objects.det_scores is None:
         raise RuntimeError("inference with a RoI head needs the detection head's detections")
     for det, cls, score in zip(
-        instance.detections, instance.det_classes, instance.det_scores, strict=True
+        objects.detections, objects.det_classes, objects.det_scores, strict=True
     ):
         keep = keep_class(cls)
         boxes.append(det[keep])
@@ -86,6 +88,8 @@ def conv_stack(in_channels: int, channels: int, num_convs: int) -> nn.Sequential
 
 class MaskHead(nn.Module):
     """Mask R-CNN mask branch with one 28x28 mask per class (see module docstring)."""
+
+    needs = (PIXEL, OBJECTS)
 
     def __init__(
         self,
@@ -119,7 +123,7 @@ class MaskHead(nn.Module):
             return inst is not None and inst.masks is not None
 
         boxes, classes, gt_index, scores = select_rois(
-            features.instance, batch, lambda c: c < self.num_classes, has_masks
+            features.objects, batch, lambda c: c < self.num_classes, has_masks
         )
         maps = features.levels(self.strides)
         x = self.pooler(maps, self.strides, boxes)

@@ -1,0 +1,35 @@
+"""The root of a DriveMTL run configuration, composed from each layer's own section.
+
+`model` (models layer), `data` (data layer), `recipe` and `train` (engine) are validated by the
+section models those layers define; every section forbids unknown keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import Field
+
+from drivemtl.config.base import StrictModel
+from drivemtl.config.loader import load_config
+from drivemtl.data.config import DataConfig
+from drivemtl.engine.config import RecipeConfig, TrainConfig
+from drivemtl.models.config import ModelConfig
+
+
+class RunConfig(StrictModel):
+    """Root of a DriveMTL configuration file."""
+
+    name: str = "run"
+    seed: int = 0
+    output_dir: Path = Path("runs")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    recipe: RecipeConfig | None = Field(None, description="training stages (`drivemtl train`)")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    data: DataConfig | None = Field(None, description="image sets and sampling (`drivemtl.data`)")
+
+
+def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    """A run config from YAML (with `_base_` files and `--set` overrides)."""
+    return load_config(path, RunConfig, overrides)
