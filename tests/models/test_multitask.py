@@ -103,3 +103,65 @@ def test_predict_returns_typed_predictions_in_original_size(model: MultiTaskNet)
         assert pred.instances.masks.shape[1:] == (64, 96)
     only = model.predict(batch, tasks=["tagging"])
     assert only[0].semantic is None and only[0].tags is not None
+
+
+def _stages() -> list:
+    from drivemtl.models.stage import Stage
+
+    return [
+        Stage("adapter", "adapters.0", (), (), ("pixel",)),
+        Stage("group", "groups.seg", ("pixel",), ("group:seg",)),
+        Stage("interaction", "interactions.0", ("objects",), (), ("group:seg",)),
+        Stage("interaction", "interactions.1", (), (), ("group:seg",)),
+        Stage("decoder", "heads.det", ("pixel",), ("objects", "out:det"), (), "det"),
+        Stage("decoder", "heads.sem", ("group:seg",), ("task:sem",), (), "sem"),
+        Stage("decoder", "heads.tag", ("image",), ("out:tag",), (), "tag"),
+        Stage("exchange", "exchanges.0", ("task:sem",), (), ("task:sem",)),
+        Stage("predictor", "heads.sem", ("task:sem",), ("out:sem",), (), "sem"),
+    ]
+
+
+def test_stage_order_follows_declared_streams() -> None:
+    from drivemtl.models.multitask import order_stages
+
+    order = [(s.kind, s.path) for s in order_stages(_stages(), ["out:sem"])]
+    # producers, then modifiers in list order, then readers; the tagging head is not needed.
+    assert order == [
+        ("adapter", "adapters.0"),
+        ("group", "groups.seg"),
+        ("decoder", "heads.det"),
+        ("interaction", "interactions.0"),
+        ("interaction", "interactions.1"),
+        ("decoder", "heads.sem"),
+        ("exchange", "exchanges.0"),
+        ("predictor", "heads.sem"),
+    ]
+    tag_only = [s.path for s in order_stages(_stages(), ["out:tag"])]
+    assert tag_only == ["heads.tag"]  # no stage modifies image features
+
+
+def test_stage_order_reports_missing_streams_and_circles() -> None:
+    from drivemtl.models.multitask import order_stages
+    from drivemtl.models.stage import Stage
+
+    with pytest.raises(ValueError, match=r"stream 'objects' \(needed by \['a'\]\) is provided by"):
+        order_stages([Stage("decoder", "a", ("objects",), ("out:a",), (), "a")], ["out:a"])
+    circle = [
+        Stage("decoder", "a", ("task:b",), ("task:a", "out:a"), (), "a"),
+        Stage("decoder", "b", ("task:a",), ("task:b",), (), "b"),
+    ]
+    with pytest.raises(ValueError, match="in a circle"):
+        order_stages(circle, ["out:a"])
+
+
+def test_stage_prefixes_and_fixed_parameters() -> None:
+    from batches import tiny_config as config
+
+    cfg = config(("semantic",))
+    cfg.backbone = {"type": "resnet18", "width": 8, "norm": "bn", "frozen_stages": 1}
+    net = build_model(cfg)
+    prefixes = net.stage_prefixes()
+    assert prefixes["backbone"] == ["backbone."] and prefixes["decoder"] == ["heads.semantic."]
+    fixed = net.fixed_parameter_names()
+    assert "backbone.conv1.weight" in fixed and "backbone.layer1.0.conv1.weight" in fixed
+    assert not any(n.startswith(("backbone.layer2", "neck.", "heads.")) for n in fixed)
