@@ -5,7 +5,13 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from drivemtl.models.weights import load_metadata, load_weights, read_state_dict, save_weights
+from drivemtl.models.weights import (
+    fit_problems,
+    load_metadata,
+    load_weights,
+    read_state_dict,
+    save_weights,
+)
 
 
 class Tiny(nn.Module):
@@ -73,3 +79,18 @@ def test_refuses_pickled_objects_and_bad_paths(tmp_path):
     with pytest.raises(ValueError, match="JSON"):
         save_weights(Tiny(), tmp_path / "x.safetensors", {"bad": object()})
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_fit_problems_counts_each_kind_with_a_first_example():
+    own = {
+        "a.weight": torch.zeros(2, 3),
+        "a.bias": torch.zeros(2),
+        "bn.num_batches_tracked": torch.zeros(()),
+    }
+    assert fit_problems(own, {"a.weight": torch.ones(2, 3), "a.bias": torch.ones(2)}) == []
+    state = {"a.weight": torch.ones(3, 3), "x": torch.ones(1), "y": torch.ones(1)}
+    assert fit_problems(own, state) == [
+        "1 model tensors missing (e.g. a.bias)",
+        "2 unknown tensors (e.g. x)",
+        "1 shape mismatches (e.g. a.weight (3, 3) vs model (2, 3))",
+    ]

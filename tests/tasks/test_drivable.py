@@ -22,3 +22,6 @@ def test_postprocess_hand_made_logits() -> None:
     (pred,) = DrivableTask().postprocess({"logits": logits}, batch)
     assert torch.equal(pred.drivable, batch.drivable[0])
     assert pred.semantic is None
+    # the confidence is the softmax peak: e^4 / (e^4 + 2) where one class leads by 4
+    expected = torch.exp(torch.tensor(4.0)) / (torch.exp(torch.tensor(4.0)) + 2)
+    assert torch.allclose(pred.drivable_confidence, torch.full((64, 96), float(expected)))

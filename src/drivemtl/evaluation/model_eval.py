@@ -23,6 +23,7 @@ from drivemtl.evaluation.report import markdown_table, write_report
 from drivemtl.evaluation.runner import build_evaluators
 from drivemtl.evaluation.vtda import vtda, vtda_scores
 from drivemtl.log import get_logger
+from drivemtl.models.weights import fit_problems
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
 
@@ -93,20 +94,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     own = model.state_dict()
     if state and not set(state) & set(own) and all(k.startswith("model.") for k in state):
         state = {k[len("model.") :]: v for k, v in state.items()}
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} model tensors missing (e.g. {missing[0]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unknown tensors (e.g. {unexpected[0]})")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[0]})")
+    problems = fit_problems(own, state)
     if problems:
         raise ModelEvalError(
             f"{path}: checkpoint does not fit the model of this config: {'; '.join(problems)}"

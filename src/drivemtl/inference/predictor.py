@@ -13,6 +13,7 @@ from drivemtl.data.transforms import build_transforms
 from drivemtl.engine.checkpoint import CheckpointError, load_into, load_weights
 from drivemtl.engine.run_config import RunConfig
 from drivemtl.models import build_model
+from drivemtl.models.weights import fit_problems
 from drivemtl.structures.batch import collate
 from drivemtl.structures.predictions import FramePrediction
 from drivemtl.structures.sample import Sample, SampleMeta
@@ -26,16 +27,12 @@ def load_model(config: RunConfig, checkpoint: Path, device: str = "cpu") -> torc
     """
     model = build_model(config.model)
     state = load_weights(checkpoint)
-    report = load_into(model, state, source=str(checkpoint))
-    if report.missing or report.unexpected:
-        problems = []
-        if report.missing:
-            problems.append(f"{len(report.missing)} tensors missing (e.g. {report.missing[0]!r})")
-        if report.unexpected:
-            problems.append(f"{len(report.unexpected)} unexpected (e.g. {report.unexpected[0]!r})")
+    problems = fit_problems(model.state_dict(), state)
+    if problems:
         raise CheckpointError(
             f"{checkpoint}: does not match the model of this config: {'; '.join(problems)}"
         )
+    load_into(model, state, source=str(checkpoint))
     return model.to(device).eval()
 
 

@@ -111,6 +111,30 @@ def rename_keys(
     return renamed, dropped
 
 
+def fit_problems(own: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> list[str]:
+    """Why `state` does not fit a model whose state dict is `own` exactly (empty: it fits).
+
+    One short phrase per kind of problem: model tensors the file lacks (a missing
+    `num_batches_tracked` is fine: older checkpoints lack it), tensors the model does not have,
+    and shape mismatches, each with a count and a first example.
+    """
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unknown = [k for k in state if k not in own]
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} model tensors missing (e.g. {missing[0]})")
+    if unknown:
+        problems.append(f"{len(unknown)} unknown tensors (e.g. {unknown[0]})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[0]})")
+    return problems
+
+
 def load_weights(
     module: nn.Module,
     path: str | Path,

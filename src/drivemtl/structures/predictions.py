@@ -15,10 +15,12 @@ class FramePrediction:
     """Every task's prediction for one frame; a field is None when that task was not run.
 
     tags / tag_scores: [3] class index and probability per attribute (weather, scene, timeofday).
-    semantic, drivable: [H, W] int64 class maps; lanes: [3, H, W] (category, direction, style
-    with 0 = background). detections: boxes + classes + scores (+ masks for instance
-    segmentation, keypoints for pose, track_ids for tracking). depth [H, W] metres, normals
-    [3, H, W] unit vectors, edges [H, W] probability, flow [2, H, W] pixels.
+    semantic, drivable: [H, W] int64 class maps; semantic_confidence, drivable_confidence: [H, W]
+    probability of the chosen class (pseudo labels set pixels below a threshold to ignore);
+    lanes: [3, H, W] (category, direction, style with 0 = background). detections: boxes +
+    classes + scores (+ masks for instance segmentation, keypoints for pose, track_ids for
+    tracking). depth [H, W] metres, normals [3, H, W] unit vectors, edges [H, W] probability,
+    flow [2, H, W] pixels.
     """
 
     meta: SampleMeta
@@ -27,6 +29,7 @@ class FramePrediction:
     semantic: Tensor | None = None
     semantic_confidence: Tensor | None = None
     drivable: Tensor | None = None
+    drivable_confidence: Tensor | None = None
     lanes: Tensor | None = None
     lane_lines: list[LaneLine] | None = None
     detections: Instances | None = None

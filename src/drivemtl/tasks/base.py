@@ -77,8 +77,8 @@ class Task:
         known = families_for(self.kind)
         if name not in HEAD_FAMILIES or self.kind not in HEAD_FAMILIES.get(name).kinds:
             raise ConfigError(
-                f"model.tasks.{self.name}.head.type: unknown head family {name!r} for a "
-                f"{self.kind} task; known: {', '.join(known) or '(none registered)'}"
+                f"model.tasks.{self.name}.head.type: unknown head family {name!r} for a task "
+                f"of kind {self.kind!r}; known: {', '.join(known) or '(none registered)'}"
             )
         return HEAD_FAMILIES.get(name)
 

@@ -21,5 +21,6 @@ class DrivableTask(SemanticTask):
     target_field = "drivable"
 
     def assign(self, pred: FramePrediction, labels: Tensor, confidence: Tensor) -> None:
-        """Store the class map as the drivable prediction."""
+        """Store the class map and its confidence (pseudo labels filter on it) as drivable."""
         pred.drivable = labels
+        pred.drivable_confidence = confidence

@@ -16,8 +16,11 @@ from drivemtl.structures.bdd import (
     DETECTION_CLASSES_10,
     IGNORE_INDEX,
     POSE_JOINTS,
+    SCENE,
     SEMANTIC_CLASSES,
     THING_CLASSES,
+    TIMEOFDAY,
+    WEATHER,
 )
 from drivemtl.structures.scalabel import load_frames
 
@@ -251,3 +254,163 @@ def test_unknown_category_names_file_and_frame(tmp_path, images):
         DataError, match=r"labels\.json: frame 'x\.jpg'.*unknown category 'spaceship'"
     ):
         ds[0]
+
+
+# --------------------------------------------------------------------------- pseudo labels
+CAR, PED = DETECTION_CLASSES_10.index("car"), DETECTION_CLASSES_10.index("pedestrian")
+GT_TAGS = [WEATHER.index("rainy"), SCENE.index("highway"), TIMEOFDAY.index("night")]
+
+
+def _box(x1: float, y1: float, x2: float, y2: float) -> dict[str, float]:
+    return {"x1": x1, "y1": y1, "x2": x2, "y2": y2}
+
+
+def _pose_label(ident: str, box: list[float], joints: dict[str, tuple[float, float, str]]):
+    nodes = [
+        {"location": [x, y], "category": joint, "visibility": vis}
+        for joint, (x, y, vis) in joints.items()
+    ]
+    return {"id": ident, "category": "pedestrian", "box2d": _box(*box), "graph": {"nodes": nodes}}
+
+
+def _without_graphs(root: Path) -> list[dict]:
+    """The set's label file with every pose graph removed: a set with boxes, tags and lanes."""
+    frames = json.loads((root / "labels.json").read_text())
+    for frame in frames:
+        for label in frame["labels"]:
+            label.pop("graph", None)
+    (root / "labels.json").write_text(json.dumps(frames))
+    return frames
+
+
+def test_pose_pseudo_labels_add_keypoints_and_keep_boxes_tags_and_lanes(tmp_path, bdd_set, caplog):
+    root = bdd_set(tmp_path / "s", videos=1, frames=3)
+    names = [f["name"] for f in _without_graphs(root)]
+    pseudo = [
+        {"name": names[0], "labels": [
+            # IoU 0.92 with the ground-truth pedestrian [20, 2, 26, 20]: its keypoints
+            _pose_label("p1", [20.5, 2, 26, 20], {"head": (22, 5, "V"), "left_hip": (21, 8, "N")}),
+            # exactly on the car, but a pedestrian: matches nothing, left out
+            _pose_label("p2", [2, 4, 12, 14], {"head": (5, 5, "V")}),
+            # a person the ground truth does not box: would be a false detection target
+            _pose_label("p3", [30, 2, 36, 20], {"head": (33, 4, "V")}),
+        ]},
+        {"name": names[1], "labels": []},  # labelled for pose: nobody
+        {"name": "elsewhere/x.jpg", "labels": []},  # not in the set: left out
+    ]  # fmt: skip
+    # names[2] is missing from the pseudo file: that frame is not labelled for pose
+    (tmp_path / "pose.json").write_text(json.dumps(pseudo))
+    tasks = ["detection", "tagging", "lanes", "pose"]
+    ds = _dataset(root, tasks, pseudo_labels={"pose": str(tmp_path / "pose.json")})
+
+    s = ds[0]
+    assert s.tasks == set(tasks) and s.tags.tolist() == GT_TAGS and len(s.lane_lines) == 1
+    assert s.instances.boxes.tolist() == [[2, 4, 12, 14], [20, 2, 26, 20]]
+    assert s.instances.classes.tolist() == [CAR, PED]
+    expected = torch.zeros((2, 18, 3))
+    expected[1, POSE_JOINTS.index("head")] = torch.tensor([22.0, 5.0, 2.0])
+    expected[1, POSE_JOINTS.index("left_hip")] = torch.tensor([21.0, 8.0, 1.0])
+    assert torch.equal(s.instances.keypoints, expected)
+
+    s = ds[1]
+    assert s.tasks == set(tasks) and s.tags.tolist() == GT_TAGS
+    assert s.instances.boxes.tolist() == [[3, 4, 13, 14], [20, 2, 26, 20]]
+    assert not s.instances.keypoints.any()
+
+    s = ds[2]
+    assert s.tasks == {"detection", "tagging", "lanes"} and s.tags.tolist() == GT_TAGS
+    assert s.instances.boxes.tolist() == [[4, 4, 14, 14], [20, 2, 26, 20]]
+    assert "1 frame(s) of the pose pseudo labels" in caplog.text
+
+
+def test_tagging_pseudo_labels_keep_ground_truth_boxes_and_poses(tmp_path, bdd_set):
+    root = bdd_set(tmp_path / "s", videos=1, frames=2)
+    frames = json.loads((root / "labels.json").read_text())
+    pseudo = [
+        {"name": frames[0]["name"], "attributes": {"weather": "snowy", "scene": "city street"}},
+        {"name": frames[1]["name"], "attributes": {"weather": "clear", "scene": "tunnel",
+                                                   "timeofday": "daytime"}},
+    ]  # fmt: skip
+    (tmp_path / "tags.json").write_text(json.dumps(pseudo))
+    tasks = ["detection", "pose", "tagging"]
+    s = _dataset(root, tasks, pseudo_labels={"tagging": str(tmp_path / "tags.json")})[0]
+    # a tag the pseudo frame lacks is unknown, not the ground truth's
+    assert s.tags.tolist() == [WEATHER.index("snowy"), SCENE.index("city street"), IGNORE_INDEX]
+    assert s.instances.boxes.tolist() == [[2, 4, 12, 14], [20, 2, 26, 20]]
+    # make_bdd_set's joint j of the pedestrian: (21 + j % 5, 3 + j), visible unless j % 3 == 0
+    j = POSE_JOINTS.index("left_elbow")  # 6
+    assert s.instances.keypoints[1, j].tolist() == [22.0, 9.0, 1.0]
+    assert s.instances.keypoints[1, 7].tolist() == [23.0, 10.0, 2.0]
+    assert not s.instances.keypoints[0].any()
+
+
+def test_detection_pseudo_labels_keep_ground_truth_people_with_poses(tmp_path, bdd_set):
+    root = bdd_set(tmp_path / "s", videos=1, frames=1)
+    name = json.loads((root / "labels.json").read_text())[0]["name"]
+    boxes = {"car": [3, 5, 13, 15], "pedestrian": [20, 2, 26, 19], "bus": [30, 1, 38, 9]}
+    labels = [
+        {"id": str(k), "category": c, "box2d": _box(*b)} for k, (c, b) in enumerate(boxes.items())
+    ]
+    (tmp_path / "det.json").write_text(json.dumps([{"name": name, "labels": labels}]))
+    tasks = ["detection", "pose", "tagging"]
+    s = _dataset(root, tasks, pseudo_labels={"detection": str(tmp_path / "det.json")})[0]
+    # the ground-truth car is replaced; the ground-truth pedestrian carries a pose, so it stays and
+    # the teacher's copy of it (IoU 17/18) is dropped
+    assert s.instances.boxes.tolist() == [[20, 2, 26, 20], [3, 5, 13, 15], [30, 1, 38, 9]]
+    bus = DETECTION_CLASSES_10.index("bus")
+    assert s.instances.classes.tolist() == [PED, CAR, bus]
+    assert s.instances.keypoints[0, 0].tolist() == [21.0, 3.0, 1.0]  # GT head, not visible
+    assert not s.instances.keypoints[1:].any() and s.tags.tolist() == GT_TAGS
+
+
+def test_writer_pseudo_file_for_detection_and_pose_lists_each_person_once(tmp_path, bdd_set):
+    from drivemtl.data.writers import prediction_to_frame
+    from drivemtl.structures.instances import Instances
+    from drivemtl.structures.predictions import FramePrediction
+    from drivemtl.structures.sample import SampleMeta
+    from drivemtl.structures.scalabel import save_frames
+
+    root = bdd_set(tmp_path / "s", videos=1, frames=1)
+    name = json.loads((root / "labels.json").read_text())[0]["name"]
+    keypoints = torch.zeros((1, 18, 3))
+    keypoints[0, 0] = torch.tensor([23.0, 4.0, 0.9])  # head, kept
+    keypoints[0, 1] = torch.tensor([23.0, 6.0, 0.1])  # neck below the 0.2 joint score: dropped
+    boxes = torch.tensor([[1.0, 3.0, 11.0, 13.0], [19.0, 2.0, 25.0, 19.0]])
+    pred = FramePrediction(
+        meta=SampleMeta(name=name, image_set="s", orig_size=(24, 40)),
+        detections=Instances(boxes, torch.tensor([CAR, PED]), scores=torch.tensor([0.9, 0.8])),
+        poses=Instances(
+            boxes[1:], torch.tensor([PED]), scores=torch.tensor([0.8]), keypoints=keypoints
+        ),
+    )
+    frame = prediction_to_frame(pred, DETECTION_CLASSES_10, ["detection", "pose"], 0.5, 0.2)
+    assert len(frame.labels) == 3  # the writer lists the pedestrian twice: box, box + pose
+    save_frames([frame], tmp_path / "pseudo.json")
+    source = str(tmp_path / "pseudo.json")
+    ds = _dataset(
+        root, ["tagging", "detection", "pose"], pseudo_labels={"detection": source, "pose": source}
+    )
+    s = ds[0]
+    assert s.tags.tolist() == GT_TAGS
+    assert s.instances.boxes.tolist() == boxes.tolist()
+    assert s.instances.classes.tolist() == [CAR, PED]
+    expected = torch.zeros((2, 18, 3))
+    expected[1, 0] = torch.tensor([23.0, 4.0, 2.0])
+    assert torch.equal(s.instances.keypoints, expected)
+
+
+def test_json_pseudo_labels_on_a_set_without_label_json(tmp_path, bdd_set):
+    root = bdd_set(tmp_path / "s", videos=1, frames=2)
+    frames = json.loads((root / "labels.json").read_text())
+    (root / "labels.json").unlink()  # a mask-only set: semantic PNGs, frames from the images
+    pseudo = [{"name": frames[1]["name"], "attributes": {"weather": "foggy"}}]
+    (tmp_path / "tags.json").write_text(json.dumps(pseudo))
+    ds = _dataset(
+        root, ["semantic", "tagging"], pseudo_labels={"tagging": str(tmp_path / "tags.json")}
+    )
+    assert len(ds) == 2
+    assert ds[0].tasks == {"semantic"} and ds[0].tags is None
+    s = ds[1]
+    assert s.tasks == {"semantic", "tagging"}
+    assert s.tags.tolist() == [WEATHER.index("foggy"), IGNORE_INDEX, IGNORE_INDEX]
+    assert torch.equal(s.semantic[0], (torch.arange(40) + 1) % 19)

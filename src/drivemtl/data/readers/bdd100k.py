@@ -30,6 +30,7 @@ from drivemtl.data.errors import DataError
 from drivemtl.data.io import check_size, read_png
 from drivemtl.data.png_codecs import decode_depth, decode_flow, decode_normals
 from drivemtl.data.readers.base import READERS, FrameRecord, ImageSetReader
+from drivemtl.data.readers.pseudo_merge import is_lane, is_object, merge_frame
 from drivemtl.log import get_logger
 from drivemtl.structures.bdd import (
     DRIVABLE_CLASSES,
@@ -95,16 +96,6 @@ def _lane_line(label: Label, path: Path, frame: str) -> list[LaneLine]:
     ]
 
 
-def _is_lane(label: Label) -> bool:
-    name = label.category or ""
-    return name.startswith("lane") or (name in LANE_CATEGORIES and bool(label.poly2d))
-
-
-def _is_area(label: Label) -> bool:
-    name = label.category or ""
-    return name.startswith("area/") or name in DRIVABLE_CLASSES or name == "drivable area"
-
-
 def _poly_mask(label: Label, size: tuple[int, int]) -> np.ndarray:
     mask = np.zeros(size, dtype=np.uint8)
     for poly in label.poly2d or []:
@@ -136,14 +127,16 @@ class BDD100KReader(ImageSetReader):
         self._track_ids = self._track_id_maps()
 
     # ----------------------------------------------------------------------------- indexing
-    def _uses_json(self) -> bool:
-        if self.tasks & JSON_TASKS:
+    def _uses_json(self, pseudo: frozenset[str] = frozenset()) -> bool:
+        """Whether the set's own label JSON is needed: for a JSON task not served by a JSON
+        pseudo-label source (`pseudo`), or a mask task without its bitmask folder."""
+        tasks = self.tasks - pseudo
+        if tasks & JSON_TASKS:
             return True
-        if "lanes" in self.tasks and not self.dense_dirs["lanes"].is_dir():
+        if "lanes" in tasks and not self.dense_dirs["lanes"].is_dir():
             return True
         return any(
-            t in self.tasks and not self.dense_dirs[t].is_dir()
-            for t in ("semantic", "instance", "mots")
+            t in tasks and not self.dense_dirs[t].is_dir() for t in ("semantic", "instance", "mots")
         )
 
     def _load_json(self, path: Path) -> list[Frame]:
@@ -177,28 +170,34 @@ class BDD100KReader(ImageSetReader):
         return frames
 
     def _index(self) -> None:
-        if self._uses_json() or self.labels_path.exists():
-            frames = self._load_json(self.labels_path)
-            # Pseudo labels for JSON tasks: frames of the pseudo file replace the set's frames.
-            for task, source in self.cfg.pseudo_labels.items():
-                if task in JSON_TASKS | {"instance", "mots"} and Path(source).suffix == ".json":
-                    by_name = {f.name: f for f in self._load_json(Path(source))}
-                    frames = [by_name.get(f.name, f) for f in frames]
-            seen: set[str] = set()
-            for frame in frames:
-                if frame.name in seen:
-                    raise DataError(self.labels_path, frame.name, "frame listed twice")
-                seen.add(frame.name)
-                self.frames.append(frame)
-                self.records.append(
-                    FrameRecord(
-                        name=frame.name,
-                        image_path=self.images_dir / frame.name,
-                        video=frame.videoName,
-                        frame_index=frame.frameIndex,
-                    )
+        pseudo = self._load_pseudo_sources()
+        if self._uses_json(frozenset(pseudo)) or self.labels_path.exists():
+            self._index_json()
+        else:
+            self._index_images()
+        self._unlabelled: list[frozenset[str]] = [frozenset()] * len(self.records)
+        if pseudo:
+            self._merge_pseudo(pseudo)
+
+    def _index_json(self) -> None:
+        """Frames and records from the set's Scalabel JSON (a frame listed twice is an error)."""
+        seen: set[str] = set()
+        for frame in self._load_json(self.labels_path):
+            if frame.name in seen:
+                raise DataError(self.labels_path, frame.name, "frame listed twice")
+            seen.add(frame.name)
+            self.frames.append(frame)
+            self.records.append(
+                FrameRecord(
+                    name=frame.name,
+                    image_path=self.images_dir / frame.name,
+                    video=frame.videoName,
+                    frame_index=frame.frameIndex,
                 )
-            return
+            )
+
+    def _index_images(self) -> None:
+        """Records of every image under the image folder (a set without label JSON)."""
         if not self.images_dir.is_dir():
             raise DataError(self.images_dir, None, "image folder not found")
         for path in sorted(self.images_dir.rglob("*")):
@@ -209,6 +208,59 @@ class BDD100KReader(ImageSetReader):
                 self.records.append(FrameRecord(name=rel.as_posix(), image_path=path, video=video))
         if not self.records:
             raise DataError(self.images_dir, None, "no images found")
+
+    # ------------------------------------------------------------------------- pseudo labels
+    def _json_pseudo_tasks(self) -> dict[str, Path]:
+        """Tasks whose pseudo labels are Scalabel JSON (file or per-video folder) -> source.
+
+        Instance and mask-tracking sources are JSON only as `.json` files; as folders they hold
+        bitmask PNGs (`dense_dirs`).
+        """
+        return {
+            task: Path(source)
+            for task, source in self.cfg.pseudo_labels.items()
+            if task in JSON_TASKS
+            or (task in ("instance", "mots") and Path(source).suffix == ".json")
+        }
+
+    def _load_pseudo_sources(self) -> dict[str, dict[str, Frame]]:
+        """Task -> frame name -> frame of its JSON pseudo-label source (each file read once)."""
+        loaded: dict[Path, dict[str, Frame]] = {}
+        for source in set(self._json_pseudo_tasks().values()):
+            by_name: dict[str, Frame] = {}
+            for frame in self._load_json(source):
+                if frame.name in by_name:
+                    raise DataError(source, frame.name, "frame listed twice")
+                by_name[frame.name] = frame
+            loaded[source] = by_name
+        return {task: loaded[source] for task, source in self._json_pseudo_tasks().items()}
+
+    def _class_of(self, label: Label) -> int | None:
+        return self.categories.resolve(label.category or "")[0]
+
+    def _merge_pseudo(self, pseudo: dict[str, dict[str, Frame]]) -> None:
+        """Merge each frame's pseudo labels into its ground truth, task by task (`pseudo_merge`).
+
+        A frame that a task's source lacks is not labelled for that task (`_unlabelled`); frames
+        of a source that the set does not hold are left out, with a warning.
+        """
+        for index, record in enumerate(self.records):
+            found = {t: f[record.name] for t, f in pseudo.items() if record.name in f}
+            self._unlabelled[index] = frozenset(pseudo) - set(found)
+            if found:
+                gt = self.frames[index] or Frame(
+                    name=record.name, videoName=record.video, frameIndex=record.frame_index
+                )
+                self.frames[index] = merge_frame(gt, found, self.tasks, self._class_of)
+        names = {record.name for record in self.records}
+        for task, source in self._json_pseudo_tasks().items():
+            extra = sorted(set(pseudo[task]) - names)
+            if extra:
+                LOG.warning(
+                    "set %s: %d frame(s) of the %s pseudo labels %s are not in the set "
+                    "(first: %s); left out",
+                    self.set_name, len(extra), task, source, extra[0],
+                )  # fmt: skip
 
     def _track_id_maps(self) -> dict[tuple[str | None, str], int]:
         """Label id -> integer track id, numbered per video in order of first appearance."""
@@ -257,7 +309,7 @@ class BDD100KReader(ImageSetReader):
         image, orig = self.load_image(record)
         size = (int(image.shape[0]), int(image.shape[1]))
         frame = self.frames[index]
-        tasks = set(self.tasks)
+        tasks = set(self.tasks - self._unlabelled[index])
         sample = self.make_sample(record, image, orig, frozenset())
         where = self.labels_path
         labels = (frame.labels or []) if frame is not None else []
@@ -270,7 +322,7 @@ class BDD100KReader(ImageSetReader):
         if tasks & INSTANCE_TASKS:
             sample.instances = self._instances(index, record, labels, size, orig, where)
         if "lanes" in tasks:
-            lane_labels = [label for label in labels if _is_lane(label)]
+            lane_labels = [label for label in labels if is_lane(label)]
             sample.lane_lines = [
                 line for label in lane_labels for line in _lane_line(label, where, record.name)
             ]
@@ -408,11 +460,7 @@ class BDD100KReader(ImageSetReader):
             png = self._read_mask(mask_task, record, orig, np.uint8, 4)
             bitmask = decode_instance_bitmask(png)
         frame = self.frames[index]
-        chosen = [
-            label for label in labels
-            if not _is_lane(label) and not _is_area(label)
-            and (label.box2d is not None or label.rle is not None or label.poly2d)
-        ]  # fmt: skip
+        chosen = [label for label in labels if is_object(label)]
         if not chosen and bitmask is not None:
             return self._bitmask_instances(bitmask, size, orig, record, where)
         boxes, classes, tracks, ignores, keypoints, masks = [], [], [], [], [], []
