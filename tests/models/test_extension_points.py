@@ -283,6 +283,12 @@ def test_group_encoder_is_shared_by_the_group_and_replaces_per_task_aggregation(
     assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
 
 
+def test_a_group_encoder_nobody_reads_is_an_error() -> None:
+    cfg = config_with(("semantic",), groups={"segmantation": {"type": "semantic_fpn"}})
+    with pytest.raises(ValueError, match=r"model.groups.segmantation: no stage reads"):
+        build_model(cfg)
+
+
 def test_exchange_module_mixes_task_features_before_the_predictors() -> None:
     torch.manual_seed(0)
     cfg = config_with(

@@ -237,11 +237,24 @@ class MultiTaskNet(nn.Module):
         self.exchanges = nn.ModuleList(exchanges)
         self.stage_list = self._stage_list()
         order_stages(self.stage_list, [f"out:{t}" for t in self._all_plugins()])  # checks
+        self._check_groups_are_read()
         self._schedules: dict[tuple[str, ...], list[Stage]] = {}
         self._fixed = {n for n, p in self.named_parameters() if not p.requires_grad}
 
+    def _check_groups_are_read(self) -> None:
+        """A group encoder whose map no stage reads is a config mistake (e.g. a misspelt group)."""
+        readers = {s for stage in self.stage_list for s in (*stage.needs, *stage.modifies)}
+        for group in self.groups:
+            if group_stream(group) not in readers:
+                groups = sorted({p.group for p in self._all_plugins().values()})
+                raise ValueError(
+                    f"model.groups.{group}: no stage reads this group's features (the enabled "
+                    f"tasks' groups are {groups}; dense decoders read their group's map unless "
+                    "head.use_group is false)"
+                )
+
     def _all_plugins(self) -> dict[str, TaskPlugin]:
-        return {**self.support, **self.tasks}
+        return head_order({**self.support, **self.tasks})
 
     def _stage_list(self) -> list[Stage]:
         stages = [
@@ -430,6 +443,14 @@ def build_neck(cfg: ModelConfig, in_channels: list[int]) -> nn.Module:
     return NECKS.get(cfg.neck.type)(cfg.neck, in_channels)
 
 
+def head_order(plugins: Mapping[str, Any]) -> dict[str, Any]:
+    """Heads whose streams other heads need first (so they are built and run first), then the
+    rest in config order."""
+    needed = {s for p in plugins.values() for s in getattr(p, "needs", ())}
+    first = {n: p for n, p in plugins.items() if set(getattr(p, "provides", ())) & needed}
+    return {**first, **plugins}
+
+
 def _build_list(registry: Any, items: Sequence[Any], where: str, context: StageContext):
     modules = []
     for index, options in enumerate(items):
@@ -488,7 +509,7 @@ def build_model(cfg: ModelConfig) -> MultiTaskNet:
                        {g: int(m.out_channels) for g, m in groups.items()})  # fmt: skip
     interactions = _build_list(INTERACTIONS, cfg.interactions, "interactions",
                                StageContext(spec, groups_of))  # fmt: skip
-    heads = {name: plugin.build_head(spec) for name, plugin in {**support, **tasks}.items()}
+    heads = {name: p.build_head(spec) for name, p in head_order({**support, **tasks}).items()}
     channels = {n: int(getattr(h, "out_channels", 0)) for n, h in heads.items() if is_split_head(h)}
     exchanges = _build_list(EXCHANGES, cfg.exchanges, "exchanges",
                             StageContext(spec, groups_of, channels))  # fmt: skip
