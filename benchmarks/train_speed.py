@@ -20,7 +20,6 @@ import torch
 from drivemtl.config import load_config
 from drivemtl.data import DataConfig, build_dataset, build_transforms
 from drivemtl.data.synthetic.generator import generate_dataset
-from drivemtl.engine.config import LossWeightingConfig, OptimizerConfig
 from drivemtl.engine.loss_weighting import build_loss_weighting
 from drivemtl.engine.run_config import RunConfig
 from drivemtl.engine.stages import build_optimizer
@@ -51,8 +50,8 @@ def measure(
         samples = [dataset[i % len(dataset)] for i in range(batch)]
     batch_data = collate(samples, data.size_divisor).to(device)
     model = build_model(cfg.model).to(device).train()
-    weighting = build_loss_weighting(LossWeightingConfig(), tasks, model.loss_weights, 1)
-    optimizer = build_optimizer(list(model.named_parameters()), OptimizerConfig(lr=1e-5))
+    weighting = build_loss_weighting({"type": "fixed"}, tasks, model.loss_weights, 1)
+    optimizer = build_optimizer(list(model.named_parameters()), {"type": "adamw", "lr": 1e-5})
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
 
     def step() -> None:

@@ -65,12 +65,17 @@ def tiny_model() -> dict[str, Any]:
     }
 
 
-def make_config(data_root: Path, stages: list[dict[str, Any]], **train: Any) -> RunConfig:
-    """A RunConfig over `tiny_data` with the given recipe stages."""
+def make_config(
+    data_root: Path,
+    stages: list[dict[str, Any]],
+    model: dict[str, Any] | None = None,
+    **train: Any,
+) -> RunConfig:
+    """A RunConfig over `tiny_data` with the given recipe stages (model: `tiny_model()`)."""
     tree = {
         "name": "tiny",
         "seed": 3,
-        "model": tiny_model(),
+        "model": model if model is not None else tiny_model(),
         "data": {
             "sets": {
                 "seg": {"root": str(data_root / "seg"), "tasks": ["semantic"]},

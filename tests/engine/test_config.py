@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from drivemtl.engine.config import RecipeConfig, StageConfig
-from drivemtl.engine.plan import MergePlan, StagePlan, plan_recipe
+from drivemtl.engine.plan import MergePlan, StagePlan, plan_for_model
 from drivemtl.engine.run_config import load_run_config
 from drivemtl.models import build_model
 
@@ -41,9 +41,7 @@ def test_unknown_key_is_a_config_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_shipped_examples_plan(path: Path) -> None:
     config = load_run_config(path)
-    model = build_model(config.model)
-    names = [n for n, _ in model.named_parameters()]
-    plans = plan_recipe(config, names, model.decoder_prefixes())
+    plans = plan_for_model(config, build_model(config.model))
     assert plans
     if path.stem == "vtd_cpf":
         subs = [p for p in plans if isinstance(p, StagePlan) and p.group == "decoders"]

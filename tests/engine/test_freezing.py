@@ -1,16 +1,19 @@
-"""Freezing end to end: an adapt stage keeps frozen tensors bit-identical to its start point, and
-per-decoder fine-tuning + merge changes only each task's own decoder."""
+"""Freezing end to end: an adapt stage keeps frozen tensors bit-identical to its start point,
+per-decoder fine-tuning + merge changes only each task's own decoder, and what the model keeps
+frozen itself (`backbone.frozen_stages`) stays frozen in a stage that trains everything."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
-from engine_fixtures import make_config
+from engine_fixtures import make_config, tiny_model
 
-from drivemtl.engine.checkpoint import load_weights
+from drivemtl.engine.checkpoint import load_weights, save_weights
 from drivemtl.engine.trainer import run_recipe
+from drivemtl.models import build_model
 
 
 @pytest.mark.slow
@@ -27,7 +30,12 @@ def test_adapt_and_per_decoder_finetune_touch_only_what_they_train(
             "frozen": ["backbone.*", "heads.*"],
             "optimizer": {"lr": 1e-2},
         },
-        {"name": "finetune", "steps": 2, "per_decoder": True, "optimizer": {"lr": 1e-3}},
+        {
+            "name": "finetune",
+            "steps": 2,
+            "kind": {"type": "per_decoder"},
+            "optimizer": {"lr": 1e-3},
+        },
     ]
     result = run_recipe(make_config(tiny_data, stages), tmp_path / "run", progress=False)
     by_name = {s.name: load_weights(s.weights) for s in result.stages}
@@ -55,3 +63,46 @@ def test_adapt_and_per_decoder_finetune_touch_only_what_they_train(
     assert all(same(merged, adapt, k) for k in shared)
     final = load_weights(result.final_weights)
     assert all(same(final, merged, k) for k in merged)
+
+
+class RecordRequiresGrad(L.Callback):
+    """Records `requires_grad` of every model parameter when training starts."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, bool] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seen = {n: p.requires_grad for n, p in pl_module.model.named_parameters()}
+
+
+@pytest.mark.slow
+def test_backbone_frozen_stages_stay_frozen_when_a_stage_trains_everything(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    model = tiny_model()
+    model["backbone"] = {**model["backbone"], "frozen_stages": 1}  # stem + layer1, BN included
+    start = tmp_path / "start.safetensors"
+    stage = {
+        "name": "joint",
+        "steps": 3,
+        "sampler": "set_round_robin",
+        "trainable": ["*"],
+        "optimizer": {"lr": 1e-2},
+        "init": str(start),
+    }
+    config = make_config(tiny_data, [stage], model=model)
+    save_weights(build_model(config.model), start)
+    record = RecordRequiresGrad()
+    result = run_recipe(config, tmp_path / "run", progress=False, callbacks=[record])
+
+    stem = ("backbone.conv1.", "backbone.bn1.", "backbone.layer1.")
+    fixed = [n for n in record.seen if n.startswith(stem)]
+    assert fixed and not any(record.seen[n] for n in fixed)
+    assert all(record.seen[n] for n in record.seen if not n.startswith(stem))
+    before, after = load_weights(start), load_weights(result.final_weights)
+    kept = [k for k in before if k.startswith(stem)]  # BN running statistics included
+    assert "backbone.bn1.running_mean" in kept
+    changed = [k for k in kept if not torch.equal(before[k], after[k])]
+    assert not changed, changed[:5]
+    layer2 = [k for k in before if k.startswith("backbone.layer2.") and k.endswith("weight")]
+    assert any(not torch.equal(before[k], after[k]) for k in layer2)  # the rest did train

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from drivemtl.engine.config import LossWeightingConfig
 from drivemtl.engine.loss_weighting import (
     DynamicWeightAverage,
     FixedWeighting,
@@ -74,11 +73,11 @@ def test_dwa_means_count_only_labelled_steps_and_state_round_trips() -> None:
 
 
 def test_build_from_config_uses_model_defaults() -> None:
-    cfg = LossWeightingConfig(weights={"semantic": 0.7})
+    cfg = {"type": "fixed", "weights": {"semantic": 0.7}}
     w = build_loss_weighting(cfg, ["detection", "semantic"], {"detection": 2.0}, steps_per_epoch=5)
     assert isinstance(w, FixedWeighting)
     assert w.weights == {"detection": 2.0, "semantic": 0.7}
-    dwa = build_loss_weighting(LossWeightingConfig(name="dwa"), ["a"], {}, steps_per_epoch=5)
+    dwa = build_loss_weighting({"type": "dwa"}, ["a"], {}, steps_per_epoch=5)
     assert isinstance(dwa, DynamicWeightAverage) and dwa.window == 5
     with pytest.raises(KeyError, match="does not train"):
-        build_loss_weighting(LossWeightingConfig(weights={"pose": 1.0}), ["a"], {}, 1)
+        build_loss_weighting({"type": "fixed", "weights": {"pose": 1.0}}, ["a"], {}, 1)

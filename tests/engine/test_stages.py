@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from drivemtl.engine.config import OptimizerConfig, ScheduleConfig
 from drivemtl.engine.stages import (
     FreezeError,
+    StepScheduleOptions,
     apply_freezing,
     build_optimizer,
     build_scheduler,
@@ -77,14 +77,14 @@ def test_optimizer_groups_and_types() -> None:
         "heads.depth.bias",
     }
     apply_freezing(model, plan_freezing(names(model), ["*"], ["heads.depth.*"]))
-    opt = build_optimizer(list(model.named_parameters()), OptimizerConfig(lr=0.1), exempt)
+    opt = build_optimizer(list(model.named_parameters()), {"type": "adamw", "lr": 0.1}, exempt)
     assert isinstance(opt, torch.optim.AdamW)
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
     assert len(decay["params"]) == 3 and len(no_decay["params"]) == 5  # depth head excluded
     sgd = build_optimizer(
         list(model.named_parameters()),
-        OptimizerConfig(name="sgd", lr=0.01, momentum=0.5, decay_norm_and_bias=True),
+        {"type": "sgd", "lr": 0.01, "momentum": 0.5, "decay_norm_and_bias": True},
         exempt,
     )
     assert isinstance(sgd, torch.optim.SGD) and len(sgd.param_groups) == 1
@@ -94,21 +94,21 @@ def test_optimizer_groups_and_types() -> None:
 @pytest.mark.parametrize(
     ("cfg", "step", "expected"),
     [
-        (ScheduleConfig(name="constant"), 7, 1.0),
-        (ScheduleConfig(name="step", milestones=[2, 3], gamma=0.1), 19, 1.0),
-        (ScheduleConfig(name="step", milestones=[2, 3], gamma=0.1), 20, 0.1),
-        (ScheduleConfig(name="step", milestones=[2, 3], gamma=0.1), 35, 0.01),
-        (ScheduleConfig(name="poly", power=0.9), 50, 0.5**0.9),
-        (ScheduleConfig(name="poly", power=1.0, min_lr_factor=0.2), 25, 0.2 + 0.8 * 0.75),
-        (ScheduleConfig(name="cosine"), 25, 0.5 * (1 + math.cos(math.pi * 0.25))),
-        (ScheduleConfig(name="cosine"), 100, 0.0),
+        ({"type": "constant"}, 7, 1.0),
+        ({"type": "step", "milestones": [2, 3], "gamma": 0.1}, 19, 1.0),
+        ({"type": "step", "milestones": [2, 3], "gamma": 0.1}, 20, 0.1),
+        ({"type": "step", "milestones": [2, 3], "gamma": 0.1}, 35, 0.01),
+        ({"type": "poly", "power": 0.9}, 50, 0.5**0.9),
+        ({"type": "poly", "power": 1.0, "min_lr_factor": 0.2}, 25, 0.2 + 0.8 * 0.75),
+        ({"type": "cosine"}, 25, 0.5 * (1 + math.cos(math.pi * 0.25))),
+        ({"type": "cosine"}, 100, 0.0),
         # linear warm-up from 0.1 over 10 steps, multiplied with the main schedule
-        (ScheduleConfig(name="constant", warmup_steps=10, warmup_factor=0.1), 0, 0.1),
-        (ScheduleConfig(name="constant", warmup_steps=10, warmup_factor=0.1), 5, 0.55),
-        (ScheduleConfig(name="constant", warmup_steps=10, warmup_factor=0.1), 10, 1.0),
+        ({"type": "constant", "warmup_steps": 10, "warmup_factor": 0.1}, 0, 0.1),
+        ({"type": "constant", "warmup_steps": 10, "warmup_factor": 0.1}, 5, 0.55),
+        ({"type": "constant", "warmup_steps": 10, "warmup_factor": 0.1}, 10, 1.0),
     ],
 )
-def test_lr_factor_values(cfg: ScheduleConfig, step: int, expected: float) -> None:
+def test_lr_factor_values(cfg: dict, step: int, expected: float) -> None:
     # 100 steps in the stage; step milestones given in epochs of 10 steps
     assert lr_factor_fn(cfg, total_steps=100, steps_per_unit=10)(step) == pytest.approx(expected)
 
@@ -116,7 +116,7 @@ def test_lr_factor_values(cfg: ScheduleConfig, step: int, expected: float) -> No
 def test_scheduler_drives_optimizer_lr() -> None:
     param = nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=1.0)
-    sched = build_scheduler(opt, ScheduleConfig(name="poly", power=1.0), total_steps=4)
+    sched = build_scheduler(opt, {"type": "poly", "power": 1.0}, total_steps=4)
     seen = []
     for _ in range(4):
         seen.append(opt.param_groups[0]["lr"])
@@ -127,4 +127,48 @@ def test_scheduler_drives_optimizer_lr() -> None:
 
 def test_schedule_rejects_unsorted_milestones() -> None:
     with pytest.raises(ValueError, match="increasing"):
-        ScheduleConfig(name="step", milestones=[3, 2])
+        StepScheduleOptions(type="step", milestones=[3, 2])
+
+
+def test_fixed_parameters_are_never_trained() -> None:
+    all_names = names(Toy())
+    fixed = {"backbone.0.weight", "backbone.0.bias"}  # e.g. backbone.frozen_stages
+    plan = plan_freezing(all_names, ["*"], [], fixed=fixed)
+    assert set(plan.trainable) == set(all_names) - fixed
+    assert set(plan.fixed) == fixed and fixed <= set(plan.frozen)
+    # a pattern reaching fixed and other parameters trains only the others
+    plan = plan_freezing(all_names, ["backbone.*"], [], fixed=fixed)
+    assert plan.trainable == ("backbone.1.weight", "backbone.1.bias")
+    # a frozen pattern over fixed parameters only is redundant, not wrong
+    plan = plan_freezing(all_names, ["*"], ["backbone.0.*"], fixed=fixed)
+    assert set(plan.trainable) == set(all_names) - fixed
+    with pytest.raises(
+        FreezeError,
+        match=r"trainable pattern 'backbone\.0\.\*' matches only parameters the model keeps "
+        r"frozen itself \(2 tensors, e\.g\. backbone\.0\.weight; .*frozen_stages\)",
+    ):
+        plan_freezing(all_names, ["neck.*", "backbone.0.*"], [], fixed=fixed)
+    with pytest.raises(FreezeError, match="and the parameters the model keeps frozen leaves"):
+        plan_freezing(all_names, ["backbone.*"], ["backbone.1.*"], fixed=fixed)
+
+
+def test_apply_freezing_refuses_to_train_what_the_model_keeps_frozen() -> None:
+    class Fixed(Toy):
+        def fixed_parameter_names(self) -> set[str]:
+            return {"neck.weight"}
+
+    model = Fixed()
+    with pytest.raises(FreezeError, match=r"trains 1 parameters the model keeps frozen"):
+        apply_freezing(model, plan_freezing(names(model), ["*"], []))
+    apply_freezing(model, plan_freezing(names(model), ["*"], [], fixed={"neck.weight"}))
+    assert not model.neck.weight.requires_grad and model.neck.bias.requires_grad
+
+
+def test_aliases_stand_for_several_globs_as_one_pattern() -> None:
+    all_names = names(Toy())
+    aliases = {"@decoder": ["heads.semantic.*", "heads.depth.*"], "@adapter": ["adapters.0.*"]}
+    plan = plan_freezing(all_names, ["*"], ["@decoder"], aliases=aliases)
+    assert not any(n.startswith("heads.") for n in plan.trainable)
+    assert len(plan.trainable) == len(all_names) - 4
+    with pytest.raises(FreezeError, match="trainable pattern '@adapter' matches no parameter"):
+        plan_freezing(all_names, ["@adapter"], [], aliases=aliases)

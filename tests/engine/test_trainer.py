@@ -20,8 +20,8 @@ STAGES = [
         "sampler": "set_round_robin",
         "batch_size": 2,
         "optimizer": {"lr": 1e-3},
-        "schedule": {"name": "cosine", "warmup_steps": 2},
-        "loss_weighting": {"name": "dwa", "window": 2},
+        "schedule": {"type": "cosine", "warmup_steps": 2},
+        "loss_weighting": {"type": "dwa", "window": 2},
     },
     {
         "name": "adapt",
@@ -29,8 +29,8 @@ STAGES = [
         "sampler": "uniform",
         "batch_size": 2,
         "frozen": ["backbone.*"],
-        "optimizer": {"name": "sgd", "lr": 1e-2},
-        "loss_weighting": {"name": "uncertainty"},
+        "optimizer": {"type": "sgd", "lr": 1e-2},
+        "loss_weighting": {"type": "uncertainty"},
     },
 ]
 
@@ -103,6 +103,7 @@ def test_run_directory_and_bad_input(tiny_data: Path, tmp_path: Path) -> None:
         ({"sampler": "random"}, "unknown sampler 'random'"),
         ({"trainable": ["adapter.*"]}, r"trainable pattern 'adapter\.\*' matches no parameter"),
         ({"trainable": ["neck.*"], "frozen": ["backbone.*"]}, "freezes no parameter"),
+        ({"trainable": ["@adapter"]}, "pattern '@adapter': this model has no adapter stage"),
         ({"sets": ["seg"], "tasks": ["tagging"]}, "no set among .* is labelled for task 'tagging'"),
         ({"init": "missing.safetensors"}, "existing .safetensors file"),
     ]

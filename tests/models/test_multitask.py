@@ -162,6 +162,7 @@ def test_stage_prefixes_and_fixed_parameters() -> None:
     net = build_model(cfg)
     prefixes = net.stage_prefixes()
     assert prefixes["backbone"] == ["backbone."] and prefixes["decoder"] == ["heads.semantic."]
+    assert prefixes["predictor"] == ["heads.semantic.branches."]
     fixed = net.fixed_parameter_names()
     assert "backbone.conv1.weight" in fixed and "backbone.layer1.0.conv1.weight" in fixed
     assert not any(n.startswith(("backbone.layer2", "neck.", "heads.")) for n in fixed)

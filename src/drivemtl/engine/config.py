@@ -3,6 +3,10 @@
 A recipe is an ordered list of stages; each stage says which tasks and image sets it trains on,
 which parameters it trains, how (optimiser, schedule, loss weighting) and for how long. The papers'
 protocols (joint training, pretrain-adapt-finetune, VTD's CPF) are just different recipes.
+
+A stage's kind, optimiser, schedule and loss weighting are `type` + options plug-ins (registries
+``STAGE_KINDS``, ``OPTIMIZERS``, ``SCHEDULES`` in `drivemtl.engine.stages` and
+``LOSS_WEIGHTINGS`` in `drivemtl.engine.loss_weighting`); each entry validates its own options.
 """
 
 from __future__ import annotations
@@ -12,58 +16,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from drivemtl.config.base import StrictModel
-
-
-class OptimizerConfig(StrictModel):
-    """Optimiser of a stage (AdamW or SGD) and its hyper-parameters."""
-
-    name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(1e-4, gt=0.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = Field(0.9, ge=0.0, description="SGD only")
-    nesterov: bool = False
-    decay_norm_and_bias: bool = Field(
-        False, description="apply weight decay to normalisation weights and biases too"
-    )
-
-
-class ScheduleConfig(StrictModel):
-    """Learning-rate schedule stepped once per optimiser step, with an optional linear warm-up.
-
-    `milestones` (step schedule) are in the stage's length unit: epochs when the stage gives
-    `epochs`, steps when it gives `steps`.
-    """
-
-    name: Literal["constant", "step", "poly", "cosine"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
-    warmup_factor: float = Field(0.001, gt=0.0, le=1.0, description="lr factor at step 0")
-    milestones: list[float] = Field(default_factory=list)
-    gamma: float = Field(0.1, gt=0.0)
-    power: float = Field(0.9, gt=0.0, description="poly exponent")
-    min_lr_factor: float = Field(0.0, ge=0.0, le=1.0, description="poly / cosine floor")
-
-    @model_validator(mode="after")
-    def _milestones_sorted(self) -> ScheduleConfig:
-        if self.milestones != sorted(self.milestones) or any(m <= 0 for m in self.milestones):
-            raise ValueError(f"milestones must be positive and increasing, got {self.milestones}")
-        return self
-
-
-class LossWeightingConfig(StrictModel):
-    """How per-task losses combine into one: fixed weights, uncertainty weighting or DWA.
-
-    `weights` (fixed) override `model.tasks.<task>.loss_weight` for this stage.
-    """
-
-    name: Literal["fixed", "uncertainty", "dwa"] = "fixed"
-    weights: dict[str, float] = Field(default_factory=dict)
-    temperature: float = Field(2.0, gt=0.0, description="DWA softmax temperature")
-    window: int = Field(
-        0, ge=0, description="DWA: steps per loss-averaging window (0 = one sampler epoch)"
-    )
-    init_log_variance: float = Field(0.0, description="uncertainty: initial s_t = log sigma_t^2")
+from drivemtl.config.base import StrictModel, plugin, plugin_default
+from drivemtl.engine.loss_weighting import LOSS_WEIGHTINGS
+from drivemtl.engine.stages import OPTIMIZERS, SCHEDULES, STAGE_KINDS
 
 
 class PseudoLabelSourceConfig(StrictModel):
@@ -77,11 +32,15 @@ class PseudoLabelSourceConfig(StrictModel):
 class StageConfig(StrictModel):
     """One stage of a recipe: data, trainable parameters, optimiser, schedule, length, start point.
 
-    A parameter is trained when its name matches a `trainable` glob and no `frozen` glob.
-    `init` is "previous" (the preceding stage's final weights, or fresh weights for the first
-    stage), "scratch", "stage:<name>" or a path to a .safetensors file. `per_decoder: true` runs
-    VTD's per-decoder fine-tuning: each task's decoder is trained alone on the sets that carry its
-    labels with everything else frozen, and the fine-tuned decoders are merged into one checkpoint.
+    A parameter is trained when its name matches a `trainable` pattern and no `frozen` pattern,
+    and the model does not keep it frozen itself (e.g. `model.backbone.frozen_stages`). A pattern
+    is a glob over parameter names or `@KIND`, every stage of that kind in the model (`@backbone`,
+    `@neck`, `@adapter`, `@group`, `@interaction`, `@decoder`, `@exchange`, `@predictor`). `init` is "previous"
+    (the preceding stage's final weights, or fresh weights for the first stage), "scratch",
+    "stage:<name>" or a path to a .safetensors file. `kind` says how the stage trains:
+    `{type: supervised}` (default) as written; `{type: per_decoder}` runs VTD's per-decoder
+    fine-tuning: each task's decoder is trained alone on the sets that carry its labels with
+    everything else frozen, and the fine-tuned decoders are merged into one checkpoint.
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -90,15 +49,23 @@ class StageConfig(StrictModel):
     pseudo_labels: list[PseudoLabelSourceConfig] = Field(default_factory=list)
     sampler: str = "none"
     batch_size: int = Field(2, gt=0)
-    loss_weighting: LossWeightingConfig = Field(default_factory=LossWeightingConfig)
+    kind: plugin(STAGE_KINDS, "supervised") = Field(  # type: ignore[valid-type]
+        default_factory=plugin_default(STAGE_KINDS, "supervised")
+    )
+    loss_weighting: plugin(LOSS_WEIGHTINGS, "fixed") = Field(  # type: ignore[valid-type]
+        default_factory=plugin_default(LOSS_WEIGHTINGS, "fixed")
+    )
     trainable: list[str] = Field(default_factory=lambda: ["*"])
     frozen: list[str] = Field(default_factory=list)
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    optimizer: plugin(OPTIMIZERS, "adamw") = Field(  # type: ignore[valid-type]
+        default_factory=plugin_default(OPTIMIZERS, "adamw")
+    )
+    schedule: plugin(SCHEDULES, "constant") = Field(  # type: ignore[valid-type]
+        default_factory=plugin_default(SCHEDULES, "constant")
+    )
     epochs: int | None = Field(None, gt=0)
     steps: int | None = Field(None, gt=0)
     init: str = "previous"
-    per_decoder: bool = False
     grad_clip: float | None = Field(None, gt=0.0, description="max global gradient norm")
 
     @model_validator(mode="after")

@@ -1,5 +1,10 @@
 """Loss weighting strategies behind one interface: fixed weights, uncertainty weighting, DWA.
 
+Strategies are `type` + options plug-ins of ``LOSS_WEIGHTINGS``: an entry is registered with its
+options model (derived from `LossWeightingOptions`) and called as `entry(options, context)` with a
+`WeightingContext` (the stage's tasks, their static weights, sampler epoch length); it returns the
+`LossWeighting` module.
+
 Every strategy is an `nn.Module` (its learnable parameters and running statistics live in the
 state dict, so a resumed run continues exactly) mapping per-task losses to one total. `present`
 says which tasks had labelled samples in the batch: an absent task adds nothing and, for the
@@ -8,16 +13,51 @@ adaptive strategies, does not move their statistics.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from drivemtl.engine.config import LossWeightingConfig
+from drivemtl.config.base import PluginField, PluginOptions
 from drivemtl.registry import Registry
 
-LOSS_WEIGHTINGS: Registry[type[LossWeighting]] = Registry("loss weighting")
+LOSS_WEIGHTINGS: Registry[Callable[..., LossWeighting]] = Registry("loss weighting")
+
+
+class LossWeightingOptions(PluginOptions):
+    """What every strategy takes: static per-task weights for this stage.
+
+    `weights` override `model.tasks.<task>.loss_weight`; the resolved weight of every task reaches
+    the strategy as `WeightingContext.weights` (the fixed strategy uses them as its weights).
+    """
+
+    weights: dict[str, float] = Field(default_factory=dict)
+
+
+class UncertaintyOptions(LossWeightingOptions):
+    """Uncertainty weighting: the initial log variance of every task."""
+
+    init_log_variance: float = Field(0.0, description="initial s_t = log sigma_t^2")
+
+
+class DWAOptions(LossWeightingOptions):
+    """Dynamic Weight Average: softmax temperature and averaging window."""
+
+    temperature: float = Field(2.0, gt=0.0, description="softmax temperature")
+    window: int = Field(0, ge=0, description="steps per loss-averaging window (0 = one epoch)")
+
+
+@dataclass(frozen=True)
+class WeightingContext:
+    """What a strategy is built for: the stage's tasks, each task's static weight (stage
+    `weights`, else the model's loss weight, else 1) and the sampler's batches per epoch."""
+
+    tasks: list[str]
+    weights: dict[str, float]
+    steps_per_epoch: int
 
 
 @dataclass
@@ -59,7 +99,6 @@ def _zero_like(losses: Mapping[str, Tensor]) -> Tensor:
     return sum(v * 0.0 for v in values)  # type: ignore[return-value]
 
 
-@LOSS_WEIGHTINGS.register("fixed")
 class FixedWeighting(LossWeighting):
     """Sum of w_t * L_t with constant weights (the papers' hand-tuned grids)."""
 
@@ -82,7 +121,6 @@ class FixedWeighting(LossWeighting):
         return WeightedLoss(total, dict(self.weights))
 
 
-@LOSS_WEIGHTINGS.register("uncertainty")
 class UncertaintyWeighting(LossWeighting):
     """Homoscedastic uncertainty weighting (Kendall et al., CVPR 2018).
 
@@ -111,7 +149,6 @@ class UncertaintyWeighting(LossWeighting):
         return WeightedLoss(total, weights)
 
 
-@LOSS_WEIGHTINGS.register("dwa")
 class DynamicWeightAverage(LossWeighting):
     """Dynamic Weight Average (Liu et al., CVPR 2019): w_t = T softmax_t(r_t / tau).
 
@@ -177,21 +214,44 @@ class DynamicWeightAverage(LossWeighting):
             self.steps_in_window.zero_()
 
 
+@LOSS_WEIGHTINGS.register("fixed", options=LossWeightingOptions)
+def fixed(options: LossWeightingOptions, context: WeightingContext) -> FixedWeighting:
+    """Constant weights: the context's static weight of every task."""
+    return FixedWeighting(context.tasks, context.weights)
+
+
+@LOSS_WEIGHTINGS.register("uncertainty", options=UncertaintyOptions)
+def uncertainty(options: UncertaintyOptions, context: WeightingContext) -> UncertaintyWeighting:
+    """Learned homoscedastic-uncertainty weights."""
+    return UncertaintyWeighting(context.tasks, options.init_log_variance)
+
+
+@LOSS_WEIGHTINGS.register("dwa", options=DWAOptions)
+def dwa(options: DWAOptions, context: WeightingContext) -> DynamicWeightAverage:
+    """Dynamic Weight Average over windows of `window` steps (default: one sampler epoch)."""
+    window = options.window or max(1, context.steps_per_epoch)
+    return DynamicWeightAverage(context.tasks, window, options.temperature)
+
+
 def build_loss_weighting(
-    cfg: LossWeightingConfig,
+    cfg: LossWeightingOptions | Mapping[str, Any],
     tasks: list[str],
     default_weights: Mapping[str, float],
     steps_per_epoch: int,
 ) -> LossWeighting:
-    """The strategy named in `cfg` for `tasks`; fixed weights fall back to `default_weights`."""
-    unknown = sorted(set(cfg.weights) - set(tasks))
+    """The strategy `cfg` names, for `tasks`; static weights fall back to `default_weights`."""
+    options = PluginField(LOSS_WEIGHTINGS, "fixed").validate(cfg)
+    unknown = sorted(set(options.weights) - set(tasks))
     if unknown:
         raise KeyError(
             f"loss_weighting.weights names tasks {unknown} that the stage does not train ({tasks})"
         )
-    if cfg.name == "fixed":
-        weights = {t: cfg.weights.get(t, default_weights.get(t, 1.0)) for t in tasks}
-        return FixedWeighting(tasks, weights)
-    if cfg.name == "uncertainty":
-        return UncertaintyWeighting(tasks, cfg.init_log_variance)
-    return DynamicWeightAverage(tasks, cfg.window or max(1, steps_per_epoch), cfg.temperature)
+    weights = {t: float(options.weights.get(t, default_weights.get(t, 1.0))) for t in tasks}
+    context = WeightingContext(list(tasks), weights, int(steps_per_epoch))
+    weighting = LOSS_WEIGHTINGS.get(options.type)(options, context)
+    if not isinstance(weighting, LossWeighting):
+        raise TypeError(
+            f"loss weighting '{options.type}' built a {type(weighting).__name__}, "
+            "not a LossWeighting"
+        )
+    return weighting

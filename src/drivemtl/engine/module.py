@@ -17,10 +17,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from drivemtl.engine.config import OptimizerConfig, ScheduleConfig
 from drivemtl.engine.loss_weighting import LossWeighting
 from drivemtl.engine.nan_guard import NanGuard
 from drivemtl.engine.stages import (
+    OptimizerOptions,
+    ScheduleOptions,
     build_optimizer,
     build_scheduler,
     freeze_norm_statistics,
@@ -38,8 +39,8 @@ class StageSettings:
 
     name: str
     tasks: list[str]
-    optimizer: OptimizerConfig
-    schedule: ScheduleConfig
+    optimizer: OptimizerOptions
+    schedule: ScheduleOptions
     total_steps: int
     steps_per_unit: int = 1
     max_nonfinite_steps: int = 5

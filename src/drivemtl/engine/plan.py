@@ -1,15 +1,20 @@
 """Turn a recipe into validated stage plans before anything trains.
 
 Checks, per stage: tasks exist in the model, sets exist in the data and together provide every
-task, the sampler is known, trainable / frozen patterns each select parameters, pseudo-label
-sources are readable, `init` points somewhere real. A `per_decoder` stage expands into one
-sub-stage per task (that task's decoder trained alone on the sets labelled for it) plus a merge.
+task, the sampler is known, trainable / frozen patterns each select parameters (`@KIND` patterns
+expand to the model's stages of that kind; parameters the model keeps frozen itself stay frozen),
+pseudo-label sources are readable, `init` points somewhere real. The stage's kind plug-in
+(`drivemtl.engine.stages.STAGE_KINDS`) then expands it into the units the trainer runs, through a
+`StageRequest`: a `supervised` stage is one unit, a `per_decoder` stage one sub-stage per task
+(that task's decoder trained alone on the sets labelled for it) plus a merge.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -17,7 +22,7 @@ from drivemtl.config.loader import ConfigError
 from drivemtl.data import SAMPLERS, DataConfig
 from drivemtl.engine.config import PseudoLabelSourceConfig, StageConfig
 from drivemtl.engine.run_config import RunConfig
-from drivemtl.engine.stages import FreezeError, FreezePlan, plan_freezing
+from drivemtl.engine.stages import STAGE_KINDS, FreezeError, FreezePlan, plan_freezing
 
 PSEUDO_CARD = "pseudo_labels.yaml"
 
@@ -138,12 +143,164 @@ def _check_init(stage: StageConfig, done: list[str]) -> str:
     return str(path.resolve())
 
 
+def kind_aliases(
+    patterns: Iterable[str], stage_prefixes: Mapping[str, Sequence[str]] | None, where: str
+) -> dict[str, list[str]]:
+    """The globs each `@KIND` pattern among `patterns` stands for (one `PREFIX*` per stage).
+
+    An `@KIND` naming no stage of this model is an error that lists the kinds it has.
+    """
+    aliases: dict[str, list[str]] = {}
+    known = dict(stage_prefixes or {})
+    present = ", ".join(f"@{k}" for k, v in known.items() if v) or "none reported"
+    for pattern in patterns:
+        if not pattern.startswith("@") or pattern in aliases:
+            continue
+        kind = pattern[1:]
+        prefixes = list(known.get(kind, ()))
+        if not prefixes:
+            if kind in known:
+                problem = f"this model has no {kind} stage"
+            else:
+                kinds = ", ".join(known) or "none reported"
+                problem = f"'{kind}' is no stage kind (kinds: {kinds})"
+            raise RecipeError(
+                f"{where}: pattern '{pattern}': {problem}; this model's stage kinds: {present}"
+            )
+        aliases[pattern] = [f"{prefix}*" for prefix in prefixes]
+    return aliases
+
+
+class StageRequest:
+    """One validated recipe stage, as its kind plug-in sees it while expanding it into plans.
+
+    `tasks`, `sets`, `init` are resolved (defaults filled in); `train(...)` makes a unit of
+    training (the stage itself by default; pass a name and other tasks / sets / patterns for
+    sub-stages), `merge(parts)` a merge of per-task decoders, `labelled_sets(task)` and
+    `decoder_prefixes(task)` answer questions about data and model.
+    """
+
+    def __init__(
+        self,
+        stage: StageConfig,
+        where: str,
+        tasks: list[str],
+        sets: list[str],
+        init: str,
+        data: DataConfig,
+        parameter_names: list[str],
+        decoder_prefixes: Mapping[str, list[str]],
+        fixed: set[str],
+        stage_prefixes: Mapping[str, Sequence[str]] | None,
+    ) -> None:
+        self.stage = stage
+        self.name = stage.name
+        self.where = where
+        self.tasks = list(tasks)
+        self.sets = list(sets)
+        self.init = init
+        self.run_data = data
+        self.parameter_names = parameter_names
+        self._decoders = decoder_prefixes
+        self._fixed = fixed
+        self._stage_prefixes = stage_prefixes
+        self._data: dict[tuple[str, ...], DataConfig] = {}
+
+    def data(self, sets: Sequence[str] | None = None) -> DataConfig:
+        """The run's data restricted to `sets` (default: the stage's) plus its pseudo labels."""
+        key = tuple(self.sets if sets is None else sets)
+        if key not in self._data:
+            self._data[key] = stage_data(
+                self.run_data, list(key), self.stage.pseudo_labels, self.where
+            )
+        return self._data[key]
+
+    def labelled_sets(self, task: str) -> list[str]:
+        """The stage's sets labelled for `task` (pseudo labels included)."""
+        provided = _set_tasks(self.data())
+        return [s for s in self.sets if task in provided.get(s, set())]
+
+    def decoder_prefixes(self, task: str) -> list[str]:
+        """Parameter-name prefixes of `task`'s decoder (its own head first); an error if none."""
+        prefixes = list(self._decoders.get(task, ()))
+        if not prefixes:
+            raise RecipeError(f"{self.where}: the model reports no decoder for '{task}'")
+        return prefixes
+
+    def freeze(
+        self, trainable: list[str], frozen: list[str], where: str | None = None
+    ) -> FreezePlan:
+        """The freezing plan of these patterns (`@KIND` expanded, model-fixed parameters kept)."""
+        where = where or self.where
+        aliases = kind_aliases([*trainable, *frozen], self._stage_prefixes, where)
+        return plan_freezing(
+            self.parameter_names, trainable, frozen, where, fixed=self._fixed, aliases=aliases
+        )
+
+    def train(
+        self,
+        name: str | None = None,
+        tasks: list[str] | None = None,
+        sets: list[str] | None = None,
+        trainable: list[str] | None = None,
+        frozen: list[str] | None = None,
+        init: str | None = None,
+        where: str | None = None,
+    ) -> StagePlan:
+        """A unit of training; each argument defaults to the stage's own value.
+
+        A unit named other than the stage is a sub-stage (its plan's `group` is the stage).
+        """
+        name = name or self.name
+        tasks = list(self.tasks if tasks is None else tasks)
+        sets = list(self.sets if sets is None else sets)
+        here = where or self.where
+        if not tasks or not sets:
+            raise RecipeError(f"{here}: unit '{name}' has no tasks or no sets")
+        outside = [t for t in tasks if t not in self.tasks] + [
+            s for s in sets if s not in self.sets
+        ]
+        if outside:
+            raise RecipeError(
+                f"{here}: unit '{name}' trains {outside}, which are not among the stage's tasks "
+                f"{self.tasks} / sets {self.sets}"
+            )
+        freeze = self.freeze(
+            list(self.stage.trainable if trainable is None else trainable),
+            list(self.stage.frozen if frozen is None else frozen),
+            where,
+        )
+        return StagePlan(
+            index=-1,
+            name=name,
+            config=self.stage,
+            tasks=tasks,
+            sets=sets,
+            data=self.data(sets),
+            freeze=freeze,
+            init=init or self.init,
+            group=None if name == self.name else self.name,
+        )
+
+    def merge(self, parts: Mapping[str, str]) -> MergePlan:
+        """Merge each task's decoder from the unit named `parts[task]` over the stage's start."""
+        return MergePlan(name=self.name, init=self.init, parts=dict(parts))
+
+
 def plan_recipe(
     config: RunConfig,
     parameter_names: list[str],
     decoder_prefixes: dict[str, list[str]],
+    *,
+    fixed: Iterable[str] = (),
+    stage_prefixes: Mapping[str, Sequence[str]] | None = None,
 ) -> list[StagePlan | MergePlan]:
-    """Validate `config.recipe` against the model's parameters and the data; expand stages."""
+    """Validate `config.recipe` against the model and the data; expand stages into plans.
+
+    `fixed` are the parameters the model keeps frozen itself (`fixed_parameter_names()`): no
+    stage trains them. `stage_prefixes` (`MultiTaskNet.stage_prefixes()`) resolves `@KIND`
+    patterns. Every plan name is unique; a plan's `init` names only earlier plans.
+    """
     recipe = config.recipe
     if recipe is None:
         raise RecipeError("the config has no `recipe` section: nothing to train")
@@ -152,6 +309,7 @@ def plan_recipe(
         raise RecipeError("the config has no `data` section: nothing to train on")
     model_tasks = list(config.model.tasks)
     provided = _set_tasks(data)
+    fixed_names = set(fixed)
     plans: list[StagePlan | MergePlan] = []
     done: list[str] = []
     for stage in recipe.stages:
@@ -177,10 +335,20 @@ def plan_recipe(
             raise RecipeError(
                 f"{where}: unknown sampler '{stage.sampler}'; known: {', '.join(SAMPLERS.names())}"
             )
-        sdata = stage_data(data, sets, stage.pseudo_labels, where)
-        stage_provides = _set_tasks(sdata)
+        request = StageRequest(
+            stage,
+            where,
+            list(tasks),
+            list(sets),
+            _check_init(stage, done),
+            data,
+            parameter_names,
+            decoder_prefixes,
+            fixed_names,
+            stage_prefixes,
+        )
         for task in tasks:
-            if not any(task in stage_provides[s] for s in sets):
+            if not request.labelled_sets(task):
                 raise RecipeError(
                     f"{where}: no set among {sets} is labelled for task '{task}' "
                     "(add a set or a pseudo-label source that provides it)"
@@ -190,39 +358,66 @@ def plan_recipe(
             raise RecipeError(
                 f"{where}: loss_weighting.weights names {unknown_weights}, not trained here ({tasks})"
             )
-        init = _check_init(stage, done)
         try:
-            if not stage.per_decoder:
-                freeze = plan_freezing(parameter_names, stage.trainable, stage.frozen, where)
-                plans.append(
-                    StagePlan(len(plans), stage.name, stage, tasks, sets, sdata, freeze, init)
-                )
-            else:
-                merge = MergePlan(name=stage.name, init=init)
-                for task in tasks:
-                    prefixes = decoder_prefixes.get(task)
-                    if not prefixes:
-                        raise RecipeError(f"{where}: the model reports no decoder for '{task}'")
-                    patterns = [f"{p}*" for p in prefixes]
-                    freeze = plan_freezing(parameter_names, patterns, [], f"{where} ({task})")
-                    task_sets = [s for s in sets if task in stage_provides[s]]
-                    sub = f"{stage.name}.{task}"
-                    plans.append(
-                        StagePlan(
-                            len(plans),
-                            sub,
-                            stage,
-                            [task],
-                            task_sets,
-                            stage_data(data, task_sets, stage.pseudo_labels, where),
-                            freeze,
-                            init,
-                            group=stage.name,
-                        )
-                    )
-                    merge.parts[task] = sub
-                plans.append(merge)
+            units = STAGE_KINDS.get(stage.kind.type)(stage.kind, request)
         except FreezeError as exc:
             raise RecipeError(str(exc)) from None
+        _check_units(units, plans, stage.kind.type, stage.name, where)
+        for unit in units:
+            if isinstance(unit, StagePlan):
+                unit.index = len(plans)
+            plans.append(unit)
         done.append(stage.name)
     return plans
+
+
+def plan_for_model(config: RunConfig, model: Any) -> list[StagePlan | MergePlan]:
+    """`plan_recipe` with everything it needs read from `model` (a MultiTaskNet): parameter
+    names, decoder prefixes, the parameters it keeps frozen and its stage prefixes."""
+    return plan_recipe(
+        config,
+        [n for n, _ in model.named_parameters()],
+        model.decoder_prefixes(),
+        fixed=model.fixed_parameter_names(),
+        stage_prefixes=model.stage_prefixes(),
+    )
+
+
+def _check_units(
+    units: Sequence[StagePlan | MergePlan],
+    earlier: Sequence[StagePlan | MergePlan],
+    kind: str,
+    stage: str,
+    where: str,
+) -> None:
+    """A kind's expansion: plans only, unique names, inits naming earlier plans, and a last plan
+    named after the stage (its result, which `init: previous` / `stage:NAME` of later stages and
+    the run's final weights refer to)."""
+    if not units:
+        raise RecipeError(f"{where}: stage kind '{kind}' expanded the stage into no plan")
+    seen = {p.name for p in earlier}
+    for unit in units:
+        if not isinstance(unit, StagePlan | MergePlan):
+            raise RecipeError(
+                f"{where}: stage kind '{kind}' returned a {type(unit).__name__}, not a plan"
+            )
+        if unit.name in seen:
+            raise RecipeError(f"{where}: stage kind '{kind}' made a second plan '{unit.name}'")
+        if unit.init.startswith("stage:") and unit.init[len("stage:") :] not in seen:
+            raise RecipeError(
+                f"{where}: stage kind '{kind}': plan '{unit.name}' starts from '{unit.init}', "
+                "which is no earlier plan"
+            )
+        if isinstance(unit, MergePlan):
+            missing = sorted(set(unit.parts.values()) - seen)
+            if missing:
+                raise RecipeError(
+                    f"{where}: stage kind '{kind}': merge '{unit.name}' takes decoders from "
+                    f"{missing}, which are no earlier plans"
+                )
+        seen.add(unit.name)
+    if units[-1].name != stage:
+        raise RecipeError(
+            f"{where}: stage kind '{kind}': the last plan is '{units[-1].name}'; the stage's "
+            f"result must be its last plan, named '{stage}'"
+        )

@@ -1,63 +1,128 @@
-"""Freezing by glob patterns (validated), optimiser and learning-rate schedule builders."""
+"""The parts of a training stage: freezing by patterns, and the optimiser, lr-schedule and stage
+kind plug-ins.
+
+Each plug-in kind is a registry whose entries carry their own pydantic options (`type` + options,
+see `drivemtl.config.base`); options every entry of a kind shares live in a base options class:
+
+- ``OPTIMIZERS``: `entry(options, param_groups) -> torch.optim.Optimizer`; the param groups (decay /
+  no decay) are built generically from `OptimizerOptions` (lr, weight_decay, decay_norm_and_bias).
+- ``SCHEDULES``: `entry(options, length) -> factor(step)`, the lr multiplier of the main schedule;
+  the linear warm-up of `ScheduleOptions` (warmup_steps, warmup_factor) is applied on top, once.
+- ``STAGE_KINDS``: `entry(options, request) -> [StagePlan | MergePlan, ...]`, expands one recipe
+  stage into the units the trainer runs (`drivemtl.engine.plan.StageRequest` offers the helpers).
+
+Nothing here imports Lightning.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
-from drivemtl.engine.config import OptimizerConfig, ScheduleConfig
+from drivemtl.config.base import PluginField, PluginOptions
 from drivemtl.errors import DriveMTLError
+from drivemtl.registry import Registry
+
+if TYPE_CHECKING:
+    from drivemtl.engine.plan import MergePlan, StagePlan, StageRequest
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+SCHEDULES: Registry[Callable[..., Callable[[int], float]]] = Registry("schedule")
+STAGE_KINDS: Registry[Callable[..., list[Any]]] = Registry("stage kind")
 
+
+def plugin_options(registry: Registry[Any], default: str, spec: Any) -> Any:
+    """Validated options of `spec` ({type: NAME, ...}, `type` defaulting to `default`)."""
+    return PluginField(registry, default).validate(spec)
+
+
+# -- freezing ------------------------------------------------------------------------------------
 class FreezeError(DriveMTLError):
     """A trainable / frozen pattern matches nothing, or freezing leaves nothing to train."""
 
 
 @dataclass(frozen=True)
 class FreezePlan:
-    """Which parameters a stage trains and which it keeps fixed (names in `named_parameters`)."""
+    """Which parameters a stage trains and which it keeps fixed (names in `named_parameters`).
+
+    `fixed` (a subset of `frozen`) are the parameters the model itself keeps frozen.
+    """
 
     trainable: tuple[str, ...]
     frozen: tuple[str, ...]
+    fixed: tuple[str, ...] = ()
 
 
-def _matches(name: str, patterns: list[str]) -> bool:
-    return any(fnmatchcase(name, p) for p in patterns)
+def _pattern_matches(name: str, pattern: str, aliases: Mapping[str, Sequence[str]]) -> bool:
+    globs = aliases.get(pattern)
+    if globs is not None:
+        return any(fnmatchcase(name, g) for g in globs)
+    return fnmatchcase(name, pattern)
 
 
 def plan_freezing(
-    names: list[str], trainable: list[str], frozen: list[str], where: str = "stage"
+    names: list[str],
+    trainable: list[str],
+    frozen: list[str],
+    where: str = "stage",
+    fixed: Iterable[str] = (),
+    aliases: Mapping[str, Sequence[str]] | None = None,
 ) -> FreezePlan:
     """Split parameter names into trained / frozen; every pattern must do what it claims.
 
-    A `trainable` pattern that matches no parameter, or a `frozen` pattern that matches no
-    parameter the `trainable` patterns select, is an error, and so is a plan that trains nothing.
+    A `trainable` pattern that matches no parameter, or only parameters in `fixed` (those the model
+    keeps frozen itself, e.g. `backbone.frozen_stages`), is an error; so is a `frozen` pattern that
+    matches no parameter the `trainable` patterns select, and a plan that trains nothing. `fixed`
+    parameters are never trained. `aliases` maps a pattern (e.g. `@neck`) to the globs it stands
+    for.
     """
+    fixed_set = set(fixed)
+    aliases = aliases or {}
+
+    def matches(name: str, patterns: list[str]) -> bool:
+        return any(_pattern_matches(name, p, aliases) for p in patterns)
+
     for pattern in trainable:
-        if not any(fnmatchcase(n, pattern) for n in names):
+        hits = [n for n in names if _pattern_matches(n, pattern, aliases)]
+        if not hits:
             raise FreezeError(
                 f"{where}: trainable pattern '{pattern}' matches no parameter "
                 f"(parameters start with: {_prefix_summary(names)})"
             )
-    selected = [n for n in names if _matches(n, trainable)]
+        if all(n in fixed_set for n in hits):
+            raise FreezeError(
+                f"{where}: trainable pattern '{pattern}' matches only parameters the model keeps "
+                f"frozen itself ({len(hits)} tensors, e.g. {hits[0]}; see the model's options, "
+                "e.g. model.backbone.frozen_stages)"
+            )
+    selected = [n for n in names if matches(n, trainable)]
     for pattern in frozen:
-        if not any(fnmatchcase(n, pattern) for n in selected):
+        if not any(_pattern_matches(n, pattern, aliases) for n in selected):
             raise FreezeError(
                 f"{where}: frozen pattern '{pattern}' freezes no parameter that the trainable "
                 f"patterns {trainable} select (parameters start with: {_prefix_summary(names)})"
             )
-    train = tuple(n for n in selected if not _matches(n, frozen))
+    train = tuple(n for n in selected if not matches(n, frozen) and n not in fixed_set)
     if not train:
-        raise FreezeError(f"{where}: trainable {trainable} minus frozen {frozen} leaves nothing")
+        kept = " and the parameters the model keeps frozen" if fixed_set else ""
+        raise FreezeError(
+            f"{where}: trainable {trainable} minus frozen {frozen}{kept} leaves nothing"
+        )
     keep = set(train)
-    return FreezePlan(trainable=train, frozen=tuple(n for n in names if n not in keep))
+    return FreezePlan(
+        trainable=train,
+        frozen=tuple(n for n in names if n not in keep),
+        fixed=tuple(n for n in names if n in fixed_set),
+    )
 
 
 def _prefix_summary(names: list[str]) -> str:
@@ -67,8 +132,21 @@ def _prefix_summary(names: list[str]) -> str:
 
 
 def apply_freezing(model: nn.Module, plan: FreezePlan) -> None:
-    """Set `requires_grad` of every parameter of `model` according to `plan`."""
+    """Set `requires_grad` of every parameter of `model` according to `plan`.
+
+    A plan that would train a parameter the model keeps frozen itself (its
+    `fixed_parameter_names()`, when it has them) is an error: such a plan was made for another
+    model.
+    """
     keep = set(plan.trainable)
+    fixed_names = getattr(model, "fixed_parameter_names", None)
+    if callable(fixed_names):
+        clash = sorted(keep & set(fixed_names()))
+        if clash:
+            raise FreezeError(
+                f"the freezing plan trains {len(clash)} parameters the model keeps frozen, "
+                f"e.g. {clash[:3]}"
+            )
     for name, param in model.named_parameters():
         param.requires_grad_(name in keep)
 
@@ -90,27 +168,65 @@ def freeze_norm_statistics(model: nn.Module) -> list[str]:
     return switched
 
 
+# -- optimisers ----------------------------------------------------------------------------------
+class OptimizerOptions(PluginOptions):
+    """What every optimiser takes: learning rate and weight decay (and where decay applies)."""
+
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    decay_norm_and_bias: bool = Field(
+        False, description="apply weight decay to normalisation weights and biases too"
+    )
+
+
+class AdamWOptions(OptimizerOptions):
+    """AdamW (decoupled weight decay)."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class SGDOptions(OptimizerOptions):
+    """SGD with (Nesterov) momentum."""
+
+    momentum: float = Field(0.9, ge=0.0)
+    nesterov: bool = False
+
+
+@OPTIMIZERS.register("adamw", options=AdamWOptions)
+def adamw(options: AdamWOptions, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """torch.optim.AdamW over `groups`."""
+    return torch.optim.AdamW(groups, lr=options.lr, betas=options.betas)
+
+
+@OPTIMIZERS.register("sgd", options=SGDOptions)
+def sgd(options: SGDOptions, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """torch.optim.SGD over `groups`."""
+    return torch.optim.SGD(
+        groups, lr=options.lr, momentum=options.momentum, nesterov=options.nesterov
+    )
+
+
 def build_optimizer(
     named_params: list[tuple[str, nn.Parameter]],
-    cfg: OptimizerConfig,
+    cfg: OptimizerOptions | Mapping[str, Any],
     norm_and_bias_names: set[str] | None = None,
 ) -> torch.optim.Optimizer:
-    """AdamW or SGD over the trainable parameters; biases and norm weights get no weight decay.
+    """The optimiser `cfg` names over the trainable parameters, in a decay and a no-decay group.
 
-    `norm_and_bias_names` lists the parameters exempt from decay (see `no_decay_names`).
+    `norm_and_bias_names` lists the parameters exempt from decay (see `no_decay_names`); they get
+    weight decay 0 unless `decay_norm_and_bias`.
     """
+    options = plugin_options(OPTIMIZERS, "adamw", cfg)
     params = [(n, p) for n, p in named_params if p.requires_grad]
     if not params:
         raise FreezeError("no trainable parameter to optimise")
-    exempt = set() if cfg.decay_norm_and_bias else (norm_and_bias_names or set())
+    exempt = set() if options.decay_norm_and_bias else (norm_and_bias_names or set())
     decay = [p for n, p in params if n not in exempt]
     no_decay = [p for n, p in params if n in exempt]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": options.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return OPTIMIZERS.get(options.type)(options, groups)
 
 
 def no_decay_names(model: nn.Module) -> set[str]:
@@ -124,41 +240,168 @@ def no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
+# -- learning-rate schedules ---------------------------------------------------------------------
+class ScheduleOptions(PluginOptions):
+    """What every schedule takes: a linear warm-up multiplied onto the main schedule."""
+
+    warmup_steps: int = Field(0, ge=0)
+    warmup_factor: float = Field(0.001, gt=0.0, le=1.0, description="lr factor at step 0")
+
+
+class StepScheduleOptions(ScheduleOptions):
+    """Multiply the lr by `gamma` at each milestone (in the stage's length unit)."""
+
+    milestones: list[float] = Field(
+        default_factory=list, description="epochs when the stage gives `epochs`, else steps"
+    )
+    gamma: float = Field(0.1, gt=0.0)
+
+    @model_validator(mode="after")
+    def _milestones_sorted(self) -> StepScheduleOptions:
+        if self.milestones != sorted(self.milestones) or any(m <= 0 for m in self.milestones):
+            raise ValueError(f"milestones must be positive and increasing, got {self.milestones}")
+        return self
+
+
+class PolyScheduleOptions(ScheduleOptions):
+    """min + (1 - min) (1 - progress)^power."""
+
+    power: float = Field(0.9, gt=0.0, description="poly exponent")
+    min_lr_factor: float = Field(0.0, ge=0.0, le=1.0, description="floor")
+
+
+class CosineScheduleOptions(ScheduleOptions):
+    """min + (1 - min) (1 + cos(pi progress)) / 2."""
+
+    min_lr_factor: float = Field(0.0, ge=0.0, le=1.0, description="floor")
+
+
+@dataclass(frozen=True)
+class StageLength:
+    """How long a stage trains: optimiser steps in all and per length unit (an epoch or a step)."""
+
+    total_steps: int
+    steps_per_unit: int = 1
+
+    def steps(self, units: float) -> int:
+        """A length in the stage's unit (epochs or steps) as optimiser steps."""
+        return round(units * self.steps_per_unit)
+
+    def progress(self, step: int) -> float:
+        """Fraction of the stage done at `step` (0-based), clipped to [0, 1]."""
+        total = max(1, self.total_steps)
+        return min(max(step, 0), total) / total
+
+
+@SCHEDULES.register("constant", options=ScheduleOptions)
+def constant(options: ScheduleOptions, length: StageLength) -> Callable[[int], float]:
+    """Factor 1 throughout."""
+    return lambda step: 1.0
+
+
+@SCHEDULES.register("step", options=StepScheduleOptions)
+def step_schedule(options: StepScheduleOptions, length: StageLength) -> Callable[[int], float]:
+    """gamma ** (milestones passed)."""
+    milestones = [length.steps(m) for m in options.milestones]
+    return lambda step: options.gamma ** sum(step >= m for m in milestones)
+
+
+@SCHEDULES.register("poly", options=PolyScheduleOptions)
+def poly(options: PolyScheduleOptions, length: StageLength) -> Callable[[int], float]:
+    """Polynomial decay to `min_lr_factor` at the end of the stage."""
+    low = options.min_lr_factor
+    return lambda step: low + (1 - low) * (1 - length.progress(step)) ** options.power
+
+
+@SCHEDULES.register("cosine", options=CosineScheduleOptions)
+def cosine(options: CosineScheduleOptions, length: StageLength) -> Callable[[int], float]:
+    """Half-cosine decay to `min_lr_factor` at the end of the stage."""
+    low = options.min_lr_factor
+    return lambda step: low + (1 - low) * 0.5 * (1 + math.cos(math.pi * length.progress(step)))
+
+
 def lr_factor_fn(
-    cfg: ScheduleConfig, total_steps: int, steps_per_unit: int = 1
+    cfg: ScheduleOptions | Mapping[str, Any], total_steps: int, steps_per_unit: int = 1
 ) -> Callable[[int], float]:
     """The lr multiplier as a function of the optimiser step (0-based), warm-up included.
 
-    `steps_per_unit` converts step-schedule milestones from the stage's length unit to steps.
+    `steps_per_unit` converts lengths in the stage's unit (e.g. step milestones) to steps.
     """
-    milestones = [round(m * steps_per_unit) for m in cfg.milestones]
-    total = max(1, total_steps)
-
-    def main(step: int) -> float:
-        if cfg.name == "constant":
-            return 1.0
-        if cfg.name == "step":
-            return cfg.gamma ** sum(step >= m for m in milestones)
-        progress = min(step, total) / total
-        if cfg.name == "poly":
-            return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * (1 - progress) ** cfg.power
-        cosine = 0.5 * (1 + math.cos(math.pi * progress))
-        return cfg.min_lr_factor + (1 - cfg.min_lr_factor) * cosine
+    options = plugin_options(SCHEDULES, "constant", cfg)
+    main = SCHEDULES.get(options.type)(options, StageLength(total_steps, steps_per_unit))
+    warmup, start = options.warmup_steps, options.warmup_factor
 
     def factor(step: int) -> float:
-        value = main(step)
-        if step < cfg.warmup_steps:
-            alpha = step / cfg.warmup_steps
-            value *= cfg.warmup_factor * (1 - alpha) + alpha
+        value = float(main(step))
+        if step < warmup:
+            alpha = step / warmup
+            value *= start * (1 - alpha) + alpha
         return value
 
     return factor
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int, steps_per_unit: int = 1
+    optimizer: torch.optim.Optimizer,
+    cfg: ScheduleOptions | Mapping[str, Any],
+    total_steps: int,
+    steps_per_unit: int = 1,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step LambdaLR following `lr_factor_fn` (stepped after every optimiser step)."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor_fn(cfg, total_steps, steps_per_unit)
     )
+
+
+# -- stage kinds ---------------------------------------------------------------------------------
+class StageKindOptions(PluginOptions):
+    """Options of a stage kind (the stage's data, patterns and length are stage fields)."""
+
+
+class SupervisedOptions(StageKindOptions):
+    """A supervised stage: the stage's tasks on its sets, its trainable / frozen patterns."""
+
+
+class PerDecoderOptions(StageKindOptions):
+    """VTD's per-decoder fine-tuning: each task's decoder alone, then merged into one model."""
+
+    include_support: bool = Field(
+        True,
+        description="fine-tune the support heads a task owns (e.g. a stream its head reads) "
+        "together with its decoder",
+    )
+
+
+@STAGE_KINDS.register("supervised", options=SupervisedOptions)
+def supervised(options: SupervisedOptions, request: StageRequest) -> list[StagePlan | MergePlan]:
+    """One unit: the stage as written."""
+    return [request.train()]
+
+
+@STAGE_KINDS.register("per_decoder", options=PerDecoderOptions)
+def per_decoder(options: PerDecoderOptions, request: StageRequest) -> list[StagePlan | MergePlan]:
+    """One unit per task (its decoder trained alone on the sets labelled for it) plus a merge.
+
+    Every sub-stage starts from the stage's start point; the merge takes each task's decoder from
+    its sub-stage and everything else from the start point.
+    """
+    plans: list[StagePlan | MergePlan] = []
+    parts: dict[str, str] = {}
+    for task in request.tasks:
+        prefixes = request.decoder_prefixes(task)
+        if not options.include_support:
+            prefixes = prefixes[:1]
+        sub = f"{request.name}.{task}"
+        plans.append(
+            request.train(
+                name=sub,
+                tasks=[task],
+                sets=request.labelled_sets(task),
+                trainable=[f"{p}*" for p in prefixes],
+                frozen=[],
+                where=f"{request.where} ({task})",
+            )
+        )
+        parts[task] = sub
+    plans.append(request.merge(parts))
+    return plans

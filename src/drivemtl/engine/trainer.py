@@ -44,7 +44,7 @@ from drivemtl.engine.checkpoint import (
 from drivemtl.engine.datamodule import StageDataModule
 from drivemtl.engine.loss_weighting import build_loss_weighting
 from drivemtl.engine.module import MultiTaskModule, StageSettings
-from drivemtl.engine.plan import MergePlan, RecipeError, StagePlan, plan_recipe
+from drivemtl.engine.plan import MergePlan, RecipeError, StagePlan, plan_for_model
 from drivemtl.engine.run_config import RunConfig
 from drivemtl.engine.stages import apply_freezing
 from drivemtl.log import get_logger
@@ -313,13 +313,15 @@ def _run_stage(
     if ckpt_path:
         log.info("stage %s: resuming from %s", plan.name, last)
     log.info(
-        "stage %s: tasks %s on sets %s, %d steps (%d per epoch), %d trainable tensors",
+        "stage %s: tasks %s on sets %s, %d steps (%d per epoch), %d trainable tensors "
+        "(%d kept frozen by the model)",
         plan.name,
         plan.tasks,
         plan.sets,
         total,
         per_epoch,
         len(plan.freeze.trainable),
+        len(plan.freeze.fixed),
     )
     with warnings.catch_warnings(), _quiet_lightning():
         warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
@@ -384,8 +386,7 @@ def run_recipe(
     precision = precision or config.train.precision
     L.seed_everything(config.seed, workers=False, verbose=False)
     probe = _build_model(config)
-    names = [n for n, _ in probe.named_parameters()]
-    plans = plan_recipe(config, names, probe.decoder_prefixes())
+    plans = plan_for_model(config, probe)
     state = _prepare_run_dir(config, out, resume)
     is_zero = int(os.environ.get("RANK", "0")) == 0
     results: list[StageResult] = []

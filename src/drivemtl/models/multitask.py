@@ -306,8 +306,12 @@ class MultiTaskNet(nn.Module):
         """Stage kind -> parameter-name prefixes of its modules (`@kind` freezing patterns)."""
         out: dict[str, list[str]] = {kind: [] for kind in KINDS}
         for stage in self.stage_list:
-            if stage.kind != "predictor" and stage.prefix not in out[stage.kind]:
-                out[stage.kind].append(stage.prefix)
+            if stage.kind == "predictor":  # a split head names its predictor's sub-modules
+                head = self.get_submodule(stage.path)
+                prefixes = [f"{stage.path}.{m}." for m in declared(head, "predictor_modules")]
+            else:
+                prefixes = [stage.prefix]
+            out[stage.kind].extend(p for p in prefixes if p not in out[stage.kind])
         return out
 
     def fixed_parameter_names(self) -> set[str]:

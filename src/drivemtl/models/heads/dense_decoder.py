@@ -60,6 +60,8 @@ class SemanticFPNDecoder(nn.Module):
     task group's shared map (a group encoder's output) instead of aggregating the levels itself.
     """
 
+    predictor_modules = ("branches",)  # parameters of the predictor stage (`@predictor`)
+
     def __init__(
         self,
         spec: FeatureSpec,
