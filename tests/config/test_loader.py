@@ -174,3 +174,11 @@ def test_overrides_index_into_lists(tmp_path):
     assert [(s.name, s.steps) for s in cfg.recipe.stages] == [("first", 5), ("b", 3)]
     with pytest.raises(ConfigError, match=r"'recipe.stages.2' is past the end of a list of 2"):
         load_config(run, RunConfig, overrides=["recipe.stages.2.steps=1"])
+
+
+def test_unknown_type_set_by_a_flag_names_the_flag(chain):
+    with pytest.raises(ConfigError) as err:
+        load_config(chain, RunConfig, overrides=["model.neck.type=fpm"])
+    msg = str(err.value)
+    assert "--set model.neck.type=fpm: key 'model.neck'" in msg
+    assert "unknown neck 'fpm'; known: fpn" in msg

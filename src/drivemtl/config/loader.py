@@ -265,6 +265,10 @@ def _format_error(err: Mapping[str, Any], sources: Mapping[str, str], root: str)
         if prefix in sources:
             source = sources[prefix]
             break
+    # An error on a whole mapping (e.g. an unknown `type`) caused by a flag inside it names it.
+    flags = [v for k, v in sources.items() if k.startswith(f"{dotted}.") and v.startswith("--set")]
+    if flags:
+        source = flags[-1]
     kind = err["type"]
     if kind == "extra_forbidden":
         return f"{source}: unknown key '{dotted}' (given {_describe(err['input'])})"
