@@ -18,9 +18,9 @@ def test_loader_yields_batches_with_labelled_masks(tmp_path, bdd_set):
             "a": {
                 "root": str(tmp_path / "a"),
                 "tasks": ["detection", "semantic", "flow"],
-                "reference": "next",
+                "clip": {"sampling": "next"},
             },
-            "b": {"root": str(tmp_path / "b"), "tasks": ["depth"], "reference": "next"},
+            "b": {"root": str(tmp_path / "b"), "tasks": ["depth"], "clip": {"sampling": "next"}},
         },
         transforms={"heights": [16], "flip": 0.5, "crop": (16, 24)},
     )

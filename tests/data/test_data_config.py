@@ -66,9 +66,10 @@ def test_config_from_dataset_card(tmp_path):
         "sets:\n  tracking: {tasks: [mot, mots], frames: 8, videos: true, labels: labels.json}\n"
         "  detection: {tasks: [detection], frames: 4, videos: false}\n"
     )
-    cfg = data_config_from_card(tmp_path, reference="random", on_error="skip")
+    cfg = data_config_from_card(tmp_path, clip={"window": 3}, on_error="skip")
     assert cfg.sets["tracking"].root == tmp_path / "tracking"
-    assert cfg.sets["tracking"].reference == "random" and cfg.sets["detection"].reference == "none"
+    assert cfg.sets["tracking"].clip.window == 3 and cfg.sets["tracking"].clip.sampling == "window"
+    assert cfg.sets["detection"].clip is None
     assert cfg.on_error == "skip"
     with pytest.raises(FileNotFoundError, match="dataset card not found"):
         data_config_from_card(tmp_path / "nothing")

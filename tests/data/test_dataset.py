@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 
 import numpy as np
 import pytest
@@ -68,13 +69,51 @@ def test_load_size_resizes_every_label(tmp_path, bdd_set):
 
 def test_reference_frames(tmp_path, bdd_set):
     bdd_set(tmp_path, videos=1, frames=5)
-    ds = build_dataset(_cfg(tmp_path, tasks=["mot"], set={"reference": "next"}))
+    ds = build_dataset(_cfg(tmp_path, tasks=["mot"], set={"clip": {"sampling": "next"}}))
     assert [ds[i].reference.meta.frame_index for i in range(5)] == [1, 2, 3, 4, 3]
-    ds = build_dataset(_cfg(tmp_path, tasks=["mot"], set={"reference": "random",
-                                                          "reference_range": 1}))  # fmt: skip
+    ds = build_dataset(_cfg(tmp_path, tasks=["mot"], set={"clip": {"window": 1}}))
     for i in range(5):
         ref = ds[i].reference.meta.frame_index
         assert ref != i and abs(ref - i) == 1
+
+
+def test_clip_window_sampling_by_hand(tmp_path, bdd_set):
+    bdd_set(tmp_path, videos=1, frames=6)
+    ds = build_dataset(_cfg(tmp_path, tasks=["mot"], set={"clip": {"length": 3, "window": 2}}))
+    base = ds.datasets[0]
+    seen: dict[int, set[int]] = {k: set() for k in range(6)}
+    for key in range(6):
+        for seed in range(40):
+            refs = base.reference_indices(key, random.Random(seed))
+            assert len(refs) == 2 and len(set(refs)) == 2  # two distinct reference frames
+            assert all(r != key and abs(r - key) <= 2 for r in refs)
+            seen[key].update(refs)
+    # every frame within the window is drawn at some point, and nothing else
+    assert seen[0] == {1, 2} and seen[3] == {1, 2, 4, 5} and seen[5] == {3, 4}
+    clip = ds[3]
+    assert clip.clip[0] is clip and clip.meta.frame_index == 3 and len(clip.references) == 2
+    assert all(abs(r.meta.frame_index - 3) <= 2 for r in clip.references)
+
+
+def test_clip_next_sampling_mirrors_at_the_end_of_a_video(tmp_path, bdd_set):
+    bdd_set(tmp_path, videos=1, frames=5)
+    ds = build_dataset(
+        _cfg(tmp_path, tasks=["mot"], set={"clip": {"length": 3, "sampling": "next"}})
+    )
+    refs = [[r.meta.frame_index for r in ds[i].references] for i in range(5)]
+    assert refs == [[1, 2], [2, 3], [3, 4], [4, 3], [3, 2]]
+
+
+def test_clip_of_a_still_frame_copies_the_key_or_has_no_references(tmp_path, bdd_set):
+    bdd_set(tmp_path, videos=2, frames=1)  # one-frame videos are still images
+    copy = build_dataset(_cfg(tmp_path, tasks=["detection"], set={"clip": {"length": 3}}))[1]
+    assert len(copy.references) == 2
+    for ref in copy.references:
+        assert ref.meta.name == copy.meta.name and torch.equal(ref.image, copy.image)
+        assert torch.equal(ref.instances.boxes, copy.instances.boxes)
+        assert ref.image.data_ptr() != copy.image.data_ptr()  # a copy, transformed on its own
+    alone = build_dataset(_cfg(tmp_path, tasks=["detection"], set={"clip": {"still": "none"}}))[1]
+    assert alone.references == []
 
 
 def test_label_setting_selects_sets_tasks_and_subsets(tmp_path, bdd_set):

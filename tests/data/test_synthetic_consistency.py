@@ -51,7 +51,7 @@ def _moving(sample, scale: float = 1.0) -> np.ndarray:
 
 
 def test_every_label_of_the_synthetic_world_loads(world):
-    ds = build_dataset(data_config_from_card(world, reference="next", transforms=RAW))
+    ds = build_dataset(data_config_from_card(world, clip={"sampling": "next"}, transforms=RAW))
     assert len(ds) == 6
     for i in range(len(ds)):
         s = ds[i]
@@ -87,7 +87,7 @@ def test_flipped_keypoints_stay_in_flipped_boxes(world):
 
 @pytest.mark.parametrize("height", [54, 81])
 def test_resized_flow_warps_resized_reference(world, height):
-    ds = build_dataset(data_config_from_card(world, reference="next", transforms=RAW))
+    ds = build_dataset(data_config_from_card(world, clip={"sampling": "next"}, transforms=RAW))
     s = ds[1]
     Resize([height], random_choice=False)(s)
     assert s.size[0] == height and s.reference.size == s.size

@@ -98,9 +98,8 @@ def _frame(du: float = 0.0, dv: float = 0.0, name: str = "f0") -> Sample:
 
 def _pair() -> Sample:
     key = _frame()
-    key.reference = _frame(
-        FLOW[0], FLOW[1], name="f1"
-    )  # content moves by flow: key(x) = ref(x + flow)
+    key.references = [_frame(FLOW[0], FLOW[1], name="f1")]  # content moves by flow:
+    # key(x) = ref(x + flow)
     return key
 
 
@@ -209,14 +208,15 @@ def test_crop_clips_boxes_drops_empty_instances_and_absent_keypoints():
 
 def test_random_crop_same_window_for_key_and_reference():
     sample = _frame()
-    sample.reference = copy.deepcopy(sample)
+    sample.references = [copy.deepcopy(sample), copy.deepcopy(sample)]  # a clip of 3 frames
     random.seed(0)
     Compose([Resize([40, 56]), RandomCrop((32, 48)), RandomFlip(0.5), PhotometricDistortion()])(
         sample
     )
-    assert torch.equal(sample.image, sample.reference.image)
-    assert torch.equal(sample.instances.boxes, sample.reference.instances.boxes)
-    assert sample.meta.crop == sample.reference.meta.crop
+    for ref in sample.references:  # one random draw for every frame of the clip
+        assert torch.equal(sample.image, ref.image)
+        assert torch.equal(sample.instances.boxes, ref.instances.boxes)
+        assert sample.meta.crop == ref.meta.crop and sample.meta.flipped == ref.meta.flipped
 
 
 def test_photometric_stays_in_range_and_normalize_uses_imagenet_stats():

@@ -166,3 +166,37 @@ def test_stage_prefixes_and_fixed_parameters() -> None:
     fixed = net.fixed_parameter_names()
     assert "backbone.conv1.weight" in fixed and "backbone.layer1.0.conv1.weight" in fixed
     assert not any(n.startswith(("backbone.layer2", "neck.", "heads.")) for n in fixed)
+
+
+def test_predict_with_state_carries_a_stateful_task_across_frames() -> None:
+    """A toy tracker numbers detections consecutively per video: ids continue over a video's
+    frames and restart for another video, while the stateless tasks predict as before."""
+    from batches import tiny_config as config
+
+    torch.manual_seed(0)
+    net = build_model(config(("detection", "semantic"))).eval()
+
+    def number_detections(predictions, outputs, batch, states) -> None:
+        for pred, state in zip(predictions, states, strict=True):
+            start = state.get("next_id", 0)
+            count = len(pred.detections.boxes)
+            pred.detections.track_ids = torch.arange(start, start + count)
+            state["next_id"] = start + count
+
+    net.tasks["detection"].update_state = number_detections
+    frames = []
+    for video, frame in (("a", 0), ("a", 1), ("b", 0)):
+        batch = make_batch(1)
+        batch.metas[0].video, batch.metas[0].frame_index = video, frame
+        frames.append(batch)
+    state = None
+    ids = []
+    for batch in frames:
+        predictions, state = net.predict_with_state(batch, state, ["detection", "semantic"])
+        ids.append(predictions[0].detections.track_ids.tolist())
+        plain = net.predict(batch, ["semantic"])[0].semantic
+        assert torch.equal(predictions[0].semantic, plain)
+    n0, n1 = len(ids[0]), len(ids[1])
+    assert n0 > 0 and ids[0] == list(range(n0)) and ids[1] == list(range(n0, n0 + n1))
+    assert ids[2] == list(range(len(ids[2])))  # video b starts from 0
+    assert set(state.videos) == {"a", "b"}

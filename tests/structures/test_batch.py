@@ -42,9 +42,9 @@ def test_collate_tags_instances_and_reference_frames():
     ref_a = make_sample("a0", 2, 2, set())
     ref_b = make_sample("b0", 2, 2, set())
     a = make_sample(
-        "a1", 2, 2, {"tagging", "detection"}, tags=tags, instances=inst, reference=ref_a
+        "a1", 2, 2, {"tagging", "detection"}, tags=tags, instances=inst, references=[ref_a]
     )
-    b = make_sample("b1", 2, 2, set(), reference=ref_b)
+    b = make_sample("b1", 2, 2, set(), references=[ref_b])
     batch = collate([a, b], size_divisor=1)
     assert batch.tags.tolist() == [[2, 4, 0], [255, 255, 255]]
     assert batch.instances[0] is inst and batch.instances[1] is None
@@ -54,7 +54,7 @@ def test_collate_tags_instances_and_reference_frames():
 
 
 def test_collate_rejects_mixed_video_batches_and_bad_shapes():
-    a = make_sample("a1", 2, 2, set(), reference=make_sample("a0", 2, 2, set()))
+    a = make_sample("a1", 2, 2, set(), references=[make_sample("a0", 2, 2, set())])
     b = make_sample("b1", 2, 2, set())
     with pytest.raises(ValueError, match=r"without a reference frame: \['b1'\]"):
         collate([a, b])
@@ -63,3 +63,16 @@ def test_collate_rejects_mixed_video_batches_and_bad_shapes():
         collate([bad])
     with pytest.raises(ValueError, match="at least one sample"):
         collate([])
+
+
+def test_clips_collate_one_batch_per_reference_position():
+    refs = [[make_sample(f"{k}{t}", 2, 2, set()) for t in (1, 2)] for k in "ab"]
+    a = make_sample("a0", 2, 2, set(), references=refs[0])
+    b = make_sample("b0", 2, 2, set(), references=refs[1])
+    batch = collate([a, b], size_divisor=2)
+    assert batch.clip_length == 3
+    assert [[m.name for m in r.metas] for r in batch.references] == [["a1", "b1"], ["a2", "b2"]]
+    assert batch.reference is batch.references[0]
+    short = make_sample("c0", 2, 2, set(), references=refs[0][:1])
+    with pytest.raises(ValueError, match=r"clips of different lengths in one batch: "):
+        collate([a, short])

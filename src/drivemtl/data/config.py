@@ -34,6 +34,22 @@ class SubsetConfig(StrictModel):
     names_file: Path | None = Field(None, description="text file, one frame name per line")
 
 
+class ClipConfig(StrictModel):
+    """A clip: the key frame plus `length - 1` reference frames of the same video.
+
+    `sampling`: "next" takes the frames after the key (mirrored back from the end of a video);
+    "window" draws distinct frames within +-`window` of the key, never the key itself (QDTrack /
+    VTDNet use one reference within +-3). A frame outside any video (a still image, or a video
+    of one frame) gets copies of itself as references with `still: copy`, so image-only sets can
+    train video losses; `still: none` leaves it without references.
+    """
+
+    length: int = Field(2, ge=2, description="frames per clip, key included")
+    sampling: Literal["next", "window"] = "window"
+    window: int = Field(3, ge=1, description="max frame distance of a reference (window)")
+    still: Literal["copy", "none"] = "copy"
+
+
 class ImageSetConfig(StrictModel):
     """One image set: a reader over a root folder and the tasks its frames are labelled for.
 
@@ -52,10 +68,9 @@ class ImageSetConfig(StrictModel):
     pseudo_labels: dict[str, Path] = Field(
         default_factory=dict, description="task -> label source replacing the set's own labels"
     )
-    reference: Literal["none", "next", "random"] = Field(
-        "none", description="video sets: attach a reference frame (next frame, or random nearby)"
+    clip: ClipConfig | None = Field(
+        None, description="read clips: the key frame plus reference frames (video tasks)"
     )
-    reference_range: int = Field(3, ge=1, description="max frame distance for reference=random")
     load_size: tuple[int, int] | None = Field(
         None, description="(H, W) to resize to while reading (intrinsics scaled to match)"
     )
@@ -117,11 +132,11 @@ def load_data_config(path: str | Path, overrides: list[str] | None = None) -> Da
 
 
 def data_config_from_card(
-    directory: str | Path, reference: Literal["none", "next", "random"] = "none", **options: object
+    directory: str | Path, clip: ClipConfig | dict | None = None, **options: object
 ) -> DataConfig:
     """A DataConfig over every image set listed in a synthetic dataset's `dataset.yaml` card.
 
-    Video sets get `reference`; `options` are further DataConfig fields (transforms, on_error ...).
+    Video sets get `clip` (None: frames alone); `options` are further DataConfig fields (transforms, on_error ...).
     """
     import yaml
 
@@ -137,7 +152,7 @@ def data_config_from_card(
         set_cfg: dict[str, object] = {"root": str(directory / name), "tasks": list(spec["tasks"])}
         if spec.get("labels"):
             set_cfg["paths"] = {"labels": str(spec["labels"])}
-        if spec.get("videos"):
-            set_cfg["reference"] = reference
+        if spec.get("videos") and clip is not None:
+            set_cfg["clip"] = clip.model_dump() if isinstance(clip, ClipConfig) else dict(clip)
         sets[name] = set_cfg
     return DataConfig.model_validate({"sets": sets, **options})

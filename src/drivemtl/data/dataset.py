@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import bisect
+import copy
+import dataclasses
 import multiprocessing
 import random
 from collections.abc import Callable
@@ -38,8 +40,21 @@ def _subset_indices(reader: ImageSetReader, subset: SubsetConfig | None) -> list
     return indices[subset.offset : end]
 
 
+def _mirror(position: int, length: int) -> int:
+    """`position` reflected into 0..length-1 (past the last frame, walk back from it)."""
+    period = 2 * (length - 1)
+    position %= period
+    return position if position < length else period - position
+
+
+def _copy_frame(sample: Sample) -> Sample:
+    """A reference frame that is a copy of the key frame (image and labels, no references)."""
+    return copy.deepcopy(dataclasses.replace(sample, references=[]))
+
+
 class ImageSetDataset(Dataset[Sample]):
-    """One image set: `__getitem__(i)` reads frame i (plus its reference frame) and transforms it.
+    """One image set: `__getitem__(i)` reads frame i (plus its clip's reference frames) and
+    transforms them together.
 
     With `on_error="skip"` a frame that fails to decode is logged and replaced by the next good
     frame of the set; `skipped` counts such frames across DataLoader workers.
@@ -78,24 +93,32 @@ class ImageSetDataset(Dataset[Sample]):
         """Video name of item i (None for still images)."""
         return self.reader.records[self.indices[i]].video
 
-    def reference_index(self, record_index: int) -> int | None:
-        """Record index of the reference frame for `record_index` under the set's reference mode."""
-        if self.cfg.reference == "none" or record_index not in self._video_pos:
-            return None
-        frames, pos = self._video_pos[record_index]
+    def reference_indices(self, record_index: int, rng: random.Random | None = None) -> list[int]:
+        """Record indices of the reference frames of `record_index` under the set's clip rule.
+
+        A still frame (no video, or a one-frame video) gets its own index repeated with
+        `still: copy`, nothing with `still: none`; no clip config: no references.
+        """
+        clip = self.cfg.clip
+        if clip is None:
+            return []
+        count = clip.length - 1
+        frames, pos = self._video_pos.get(record_index, ([record_index], 0))
         if len(frames) == 1:
-            return record_index
-        if self.cfg.reference == "next":
-            return frames[pos + 1] if pos + 1 < len(frames) else frames[pos - 1]
-        r = self.cfg.reference_range
-        choices = [p for p in range(max(0, pos - r), min(len(frames), pos + r + 1)) if p != pos]
-        return frames[random.choice(choices)]
+            return [record_index] * count if clip.still == "copy" else []
+        if clip.sampling == "next":
+            return [frames[_mirror(pos + k, len(frames))] for k in range(1, count + 1)]
+        nearby = [p for p in range(max(0, pos - clip.window), min(len(frames), pos + clip.window + 1))
+                  if p != pos]  # fmt: skip
+        rng = rng or random
+        picks = rng.sample(nearby, count) if count <= len(nearby) else rng.choices(nearby, k=count)
+        return [frames[p] for p in picks]
 
     def _read(self, record_index: int) -> Sample:
         sample = self.reader.read(record_index)
-        ref = self.reference_index(record_index)
-        if ref is not None:
-            sample.reference = self.reader.read(ref)
+        for ref in self.reference_indices(record_index):
+            same = ref == record_index
+            sample.references.append(_copy_frame(sample) if same else self.reader.read(ref))
         return sample
 
     def __getitem__(self, i: int) -> Sample:

@@ -26,10 +26,10 @@ IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
-def _both(sample: Sample, fn: Callable[[Sample], None]) -> Sample:
-    fn(sample)
-    if sample.reference is not None:
-        fn(sample.reference)
+def _every_frame(sample: Sample, fn: Callable[[Sample], None]) -> Sample:
+    """Apply `fn` to the key frame and each reference frame of the clip (one random draw)."""
+    for frame in sample.clip:
+        fn(frame)
     return sample
 
 
@@ -88,7 +88,7 @@ class Resize:
     def __call__(self, sample: Sample) -> Sample:
         height = random.choice(self.heights) if self.random_choice else self.heights[0]
         new = self.target_size(sample.size, height)
-        return _both(sample, lambda s: resize_sample(s, new))
+        return _every_frame(sample, lambda s: resize_sample(s, new))
 
     def __repr__(self) -> str:
         return f"Resize(heights={self.heights}, max_width={self.max_width})"
@@ -142,7 +142,7 @@ class RandomCrop:
         ch, cw = min(self.size[0], h), min(self.size[1], w)
         y0 = random.randint(0, h - ch)
         x0 = random.randint(0, w - cw)
-        return _both(sample, lambda s: crop_sample(s, y0, x0, ch, cw))
+        return _every_frame(sample, lambda s: crop_sample(s, y0, x0, ch, cw))
 
     def __repr__(self) -> str:
         return f"RandomCrop({self.size})"
@@ -210,7 +210,7 @@ class RandomFlip:
     def __call__(self, sample: Sample) -> Sample:
         if random.random() >= self.p:
             return sample
-        return _both(sample, flip_sample)
+        return _every_frame(sample, flip_sample)
 
     def __repr__(self) -> str:
         return f"RandomFlip(p={self.p})"
@@ -286,7 +286,7 @@ class PhotometricDistortion:
             if random.random() < 0.5
             else 0.0,
         }
-        return _both(sample, lambda s: self.apply(s, **params))
+        return _every_frame(sample, lambda s: self.apply(s, **params))
 
     @staticmethod
     def apply(s: Sample, brightness: float, contrast: float, saturation: float, hue: float) -> None:
@@ -328,7 +328,7 @@ class Normalize:
         def apply(s: Sample) -> None:
             s.image = (s.image - self.mean) / self.std
 
-        return _both(sample, apply)
+        return _every_frame(sample, apply)
 
     def __repr__(self) -> str:
         return "Normalize()"

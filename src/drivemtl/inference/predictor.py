@@ -17,6 +17,7 @@ from drivemtl.models.weights import fit_problems
 from drivemtl.structures.batch import collate
 from drivemtl.structures.predictions import FramePrediction
 from drivemtl.structures.sample import Sample, SampleMeta
+from drivemtl.structures.state import InferenceState
 
 
 def load_model(config: RunConfig, checkpoint: Path, device: str = "cpu") -> torch.nn.Module:
@@ -60,6 +61,7 @@ class Predictor:
         transforms = config.data.transforms if config.data is not None else TransformConfig()
         self.transform = build_transforms(transforms, train=False)
         self.size_divisor = config.data.size_divisor if config.data is not None else 32
+        self.state = InferenceState()
 
     def sample(self, image: np.ndarray, name: str, index: int = 0, video: str | None = None):
         """A Sample of an RGB uint8 frame (H, W, 3), preprocessed for the model."""
@@ -80,9 +82,18 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, samples: Iterable[Sample]) -> list[FramePrediction]:
-        """Predictions (original-image coordinates) for preprocessed samples run as one batch."""
+        """Predictions (original-image coordinates) for preprocessed samples run as one batch.
+
+        The inference state (`self.state`: per-video memory of stateful tasks such as a tracker)
+        carries over to the next call; frames of a video must come in order.
+        """
         batch = collate(list(samples), self.size_divisor).to(self.device)
-        return self.model.predict(batch, self.tasks)
+        predictions, self.state = self.model.predict_with_state(batch, self.state, self.tasks)
+        return predictions
+
+    def reset(self) -> None:
+        """Forget every video's inference state."""
+        self.state = InferenceState()
 
     def __call__(
         self, image: np.ndarray, name: str, index: int = 0, video: str | None = None

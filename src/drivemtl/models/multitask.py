@@ -38,6 +38,7 @@ from drivemtl.models.features import (
 from drivemtl.models.stage import KINDS, Stage, StageContext, declared
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
+from drivemtl.structures.state import InferenceState
 
 BASE_STREAMS = (IMAGE, BACKBONE, PIXEL)  # provided by backbone + neck, which always run
 
@@ -415,7 +416,20 @@ class MultiTaskNet(nn.Module):
     @torch.no_grad()
     def predict(self, batch: Batch, tasks: Iterable[str] | None = None) -> list[FramePrediction]:
         """Typed predictions per sample in original-image coordinates for `tasks` (default: all)."""
+        return self.predict_with_state(batch, None, tasks)[0]
+
+    @torch.no_grad()
+    def predict_with_state(
+        self, batch: Batch, state: InferenceState | None, tasks: Iterable[str] | None = None
+    ) -> tuple[list[FramePrediction], InferenceState]:
+        """Predictions for `tasks` plus the inference state to pass with the next frames.
+
+        The network itself is stateless; a task that remembers earlier frames (a tracker)
+        implements `update_state(predictions, outputs, batch, states)`, `states[i]` being its
+        dict for sample i's video (see `drivemtl.structures.state`).
+        """
         requested = self._check_tasks(tasks)
+        state = state if state is not None else InferenceState()
         outputs = self.forward(batch, requested, targets=False)
         predictions = [FramePrediction(meta=meta) for meta in batch.metas]
         for name in requested:
@@ -423,7 +437,12 @@ class MultiTaskNet(nn.Module):
                 predictions, self.tasks[name].postprocess(outputs[name], batch), strict=True
             ):
                 merge_predictions(target, source)
-        return predictions
+        videos = [state.for_frame(meta) for meta in batch.metas]
+        for name in requested:
+            update = getattr(self.tasks[name], "update_state", None)
+            if update is not None:
+                update(predictions, outputs[name], batch, [v.of(name) for v in videos])
+        return predictions, state
 
 
 def build_backbone(cfg: ModelConfig) -> nn.Module:

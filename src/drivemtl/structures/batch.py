@@ -35,7 +35,8 @@ class Batch:
     [B, H, W] or [B, C, H, W], filled with their ignore value where a sample lacks the label or
     where it is padding (class maps are uint8 with 255 = ignore); tags: [B, 3] (255 = unknown). instances and lane_lines are per-sample
     lists (None entries for unlabelled samples). labeled[task] is a [B] bool tensor saying which
-    samples carry that task's labels; reference is the batch of reference frames for video tasks.
+    samples carry that task's labels. `references[t]` is the batch of every sample's t-th reference
+    frame (clips of video tasks; empty for frames read alone).
     """
 
     images: Tensor
@@ -53,7 +54,17 @@ class Batch:
     flow: Tensor | None = None
     flow_valid: Tensor | None = None
     tags: Tensor | None = None
-    reference: Batch | None = field(default=None, repr=False)
+    references: list[Batch] = field(default_factory=list, repr=False)
+
+    @property
+    def reference(self) -> Batch | None:
+        """The batch of first reference frames (None without clips)."""
+        return self.references[0] if self.references else None
+
+    @property
+    def clip_length(self) -> int:
+        """Frames per clip, key included (1 without clips)."""
+        return 1 + len(self.references)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -76,8 +87,8 @@ class Batch:
                 value = {k: v.to(device) for k, v in value.items()}
             elif f.name == "instances":
                 value = [None if inst is None else inst.to(device) for inst in value]
-            elif f.name == "reference" and value is not None:
-                value = value.to(device)
+            elif f.name == "references":
+                value = [ref.to(device) for ref in value]
             moved[f.name] = value
         return Batch(**moved)
 
@@ -105,6 +116,20 @@ def _stack_dense(samples: list[Sample], name: str, pad_hw: tuple[int, int]) -> T
     return out
 
 
+def _collate_references(samples: list[Sample], size_divisor: int) -> list[Batch]:
+    """One batch per reference position; every sample must carry as many reference frames."""
+    counts = {len(s.references) for s in samples}
+    if len(counts) > 1:
+        by_count = {c: [s.meta.name for s in samples if len(s.references) == c] for c in counts}
+        if 0 in by_count:
+            raise ValueError(
+                f"video batch mixes frames without a reference frame: {by_count[0][:3]}"
+            )
+        raise ValueError(f"clips of different lengths in one batch: {by_count}")
+    count = counts.pop()
+    return [collate([s.references[t] for s in samples], size_divisor) for t in range(count)]
+
+
 def collate(samples: list[Sample], size_divisor: int = 32) -> Batch:
     """Stack samples into a Batch; pads to a multiple of `size_divisor` (the FPN's top stride)."""
     if not samples:
@@ -126,13 +151,7 @@ def collate(samples: list[Sample], size_divisor: int = 32) -> Batch:
             if sample.tags is not None:
                 tags[i] = sample.tags
     dense = {name: _stack_dense(samples, name, pad_hw) for name in DENSE_FIELDS}
-    references = [s.reference for s in samples]
-    reference = None
-    if any(r is not None for r in references):
-        if any(r is None for r in references):
-            missing = [s.meta.name for s, r in zip(samples, references, strict=True) if r is None]
-            raise ValueError(f"video batch mixes frames without a reference frame: {missing[:3]}")
-        reference = collate([r for r in references if r is not None], size_divisor)
+    references = _collate_references(samples, size_divisor)
     return Batch(
         images=images,
         image_sizes=sizes,
@@ -141,6 +160,6 @@ def collate(samples: list[Sample], size_divisor: int = 32) -> Batch:
         instances=[s.instances for s in samples],
         lane_lines=[s.lane_lines for s in samples],
         tags=tags,
-        reference=reference,
+        references=references,
         **dense,
     )

@@ -56,7 +56,8 @@ class Sample:
     2 background), lanes [3, H, W] (category 0 = background / 1..8, direction 0 / 1..2,
     style 0 / 1..2), edges [H, W] (0 / 1). depth [H, W] metres (0 = invalid); normals [3, H, W]
     unit camera-frame vectors (all-zero = invalid); flow [2, H, W] forward flow in pixels with
-    flow_valid [H, W]; tags [3] (weather, scene, timeofday indices, 255 = unknown).
+    flow_valid [H, W]; tags [3] (weather, scene, timeofday indices, 255 = unknown). `references`
+    are the other frames of the clip (video tasks), transformed with the same random draws.
     """
 
     image: Tensor
@@ -73,7 +74,17 @@ class Sample:
     flow: Tensor | None = None
     flow_valid: Tensor | None = None
     tags: Tensor | None = None
-    reference: Sample | None = field(default=None, repr=False)
+    references: list[Sample] = field(default_factory=list, repr=False)
+
+    @property
+    def reference(self) -> Sample | None:
+        """The first reference frame of the clip (None for a frame read alone)."""
+        return self.references[0] if self.references else None
+
+    @property
+    def clip(self) -> list[Sample]:
+        """Every frame of the clip, key first."""
+        return [self, *self.references]
 
     @property
     def size(self) -> tuple[int, int]:

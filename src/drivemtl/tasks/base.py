@@ -112,6 +112,14 @@ class Task:
         """Typed predictions from the family's decoded outputs (implemented by each task)."""
         raise NotImplementedError
 
+    def update_state(
+        self, predictions: list[FramePrediction], outputs: Any, batch: Batch, states: list[dict]
+    ) -> None:
+        """Carry what the task remembers between frames (a tracker's memory) in `states[i]`, the
+        task's dict for sample i's video, and complete `predictions` with it (e.g. track ids).
+        A stateless task (the default) does nothing."""
+        return None
+
     def labeled(self, batch: Batch) -> Tensor:
         """[B] bool mask of the samples labelled for this task."""
         return batch.is_labeled(self.name)
