@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import lightning as L
 import numpy as np
+import torch
 
 from drivemtl.config.loader import validate_tree
+from drivemtl.engine.checkpoint import load_weights
 from drivemtl.engine.run_config import RunConfig
 from drivemtl.structures.bdd import SCENE, TIMEOFDAY, WEATHER
 
@@ -87,3 +90,26 @@ def make_config(
         "train": {"accelerator": "cpu", "log_every_n_steps": 1, **train},
     }
     return validate_tree(tree, {}, RunConfig, "<test>")
+
+
+class SimulatedKill(RuntimeError):
+    pass
+
+
+class KillAt(L.Callback):
+    """Crash the run when stage `stage` is about to train its batch number `batch` (0-based)."""
+
+    def __init__(self, stage: str, batch: int) -> None:
+        self.stage, self.batch = stage, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if pl_module.settings.name == self.stage and batch_idx == self.batch:
+            raise SimulatedKill(f"killed in {self.stage} before batch {batch_idx}")
+
+
+def same_weights(a: Path, b: Path) -> None:
+    """Assert two weights files hold bit-identical tensors under the same names."""
+    wa, wb = load_weights(a), load_weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"

@@ -309,6 +309,7 @@ def test_registries_and_recipe_schema_import_without_lightning() -> None:
         "from drivemtl.engine.stages import OPTIMIZERS, SCHEDULES, STAGE_KINDS\n"
         "from drivemtl.engine.loss_weighting import LOSS_WEIGHTINGS\n"
         "import drivemtl.engine.config, drivemtl.engine.plan, drivemtl.engine.run_config\n"
+        "import drivemtl.engine.units\n"
         "print(OPTIMIZERS.names(), SCHEDULES.names(), LOSS_WEIGHTINGS.names(), STAGE_KINDS.names())\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')))\n"
     )
@@ -317,6 +318,6 @@ def test_registries_and_recipe_schema_import_without_lightning() -> None:
     ).stdout.splitlines()
     assert out == [
         "['adamw', 'sgd'] ['constant', 'cosine', 'poly', 'step'] ['dwa', 'fixed', 'uncertainty'] "
-        "['per_decoder', 'supervised']",
+        "['per_decoder', 'pseudo_label', 'supervised']",
         "[]",
     ]

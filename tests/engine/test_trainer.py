@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
-from engine_fixtures import make_config
+from engine_fixtures import KillAt, SimulatedKill, make_config, same_weights
 
 from drivemtl.engine.checkpoint import load_weights
 from drivemtl.engine.plan import RecipeError
@@ -35,28 +34,6 @@ STAGES = [
 ]
 
 
-class SimulatedKill(RuntimeError):
-    pass
-
-
-class KillAt(L.Callback):
-    """Crash the run when stage `stage` is about to train its batch number `batch` (0-based)."""
-
-    def __init__(self, stage: str, batch: int) -> None:
-        self.stage, self.batch = stage, batch
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if pl_module.settings.name == self.stage and batch_idx == self.batch:
-            raise SimulatedKill(f"killed in {self.stage} before batch {batch_idx}")
-
-
-def _same_weights(a: Path, b: Path) -> None:
-    wa, wb = load_weights(a), load_weights(b)
-    assert wa.keys() == wb.keys()
-    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
-
-
 @pytest.mark.slow
 def test_resume_is_exact_across_a_stage_boundary(tiny_data: Path, tmp_path: Path) -> None:
     config = make_config(tiny_data, STAGES, deterministic=True, checkpoint_every_n_steps=1)
@@ -71,8 +48,8 @@ def test_resume_is_exact_across_a_stage_boundary(tiny_data: Path, tmp_path: Path
     resumed = run_recipe(config, out, resume=True, progress=False)
 
     assert [s.steps for s in resumed.stages] == [3, 3]
-    _same_weights(straight.stages[0].weights, resumed.stages[0].weights)
-    _same_weights(straight.final_weights, resumed.final_weights)
+    same_weights(straight.stages[0].weights, resumed.stages[0].weights)
+    same_weights(straight.final_weights, resumed.final_weights)
     # and training did move the weights
     first = load_weights(straight.stages[0].weights)
     final = load_weights(straight.final_weights)

@@ -77,7 +77,10 @@ def pseudo_label(
         float, typer.Option(help="Drivable pixels with confidence below this become ignore.")
     ] = 0.3,
 ) -> None:
-    """Run a teacher over images lacking TASKS' labels and write pseudo labels (canonical format)."""
+    """Run a teacher over images lacking TASKS' labels and write pseudo labels (canonical format).
+
+    Stages read them with `pseudo_labels: [{path: OUT}]`; a pseudo_label stage labels in-run.
+    """
     from drivemtl.engine.pseudo_label import PseudoLabelRules, write_pseudo_labels
     from drivemtl.engine.run_config import load_run_config
 

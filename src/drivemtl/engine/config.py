@@ -22,11 +22,38 @@ from drivemtl.engine.stages import OPTIMIZERS, SCHEDULES, STAGE_KINDS
 
 
 class PseudoLabelSourceConfig(StrictModel):
-    """Pseudo labels written by `drivemtl pseudo-label`, added to a stage as an extra label source."""
+    """Pseudo labels added to a stage as an extra label source: a directory written by `drivemtl
+    pseudo-label`, or an earlier `pseudo_label` stage of the same recipe (which writes them into
+    the run directory; the stage need not have run when the recipe is planned)."""
 
-    path: Path = Field(description="directory written by `drivemtl pseudo-label`")
+    path: Path | None = Field(None, description="directory written by `drivemtl pseudo-label`")
+    stage: str | None = Field(None, description="an earlier `pseudo_label` stage of the recipe")
     tasks: list[str] | None = Field(None, description="tasks to take from it (default: all)")
     sets: list[str] | None = Field(None, description="image sets to take from it (default: all)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PseudoLabelSourceConfig:
+        if (self.path is None) == (self.stage is None):
+            raise ValueError("a pseudo-label source gives exactly one of `path` or `stage`")
+        return self
+
+    def describe(self) -> str:
+        """How error messages name the source."""
+        return f"{{stage: {self.stage}}}" if self.stage is not None else str(self.path)
+
+
+# Stage fields that only a training kind reads: a stage of a kind that does not train (its
+# options' `trains` is False) must leave them at their defaults.
+TRAINING_FIELDS = (
+    "pseudo_labels",
+    "sampler",
+    "loss_weighting",
+    "trainable",
+    "frozen",
+    "optimizer",
+    "schedule",
+    "grad_clip",
+)
 
 
 class StageConfig(StrictModel):
@@ -38,9 +65,14 @@ class StageConfig(StrictModel):
     `@neck`, `@adapter`, `@group`, `@interaction`, `@decoder`, `@exchange`, `@predictor`). `init` is "previous"
     (the preceding stage's final weights, or fresh weights for the first stage), "scratch",
     "stage:<name>" or a path to a .safetensors file. `kind` says how the stage trains:
-    `{type: supervised}` (default) as written; `{type: per_decoder}` runs VTD's per-decoder
+    `{type: supervised}` (default) as written (its `optimizers: [{params: [...], type, ...}]`
+    splits the parameters among several optimisers); `{type: per_decoder}` runs VTD's per-decoder
     fine-tuning: each task's decoder is trained alone on the sets that carry its labels with
-    everything else frozen, and the fine-tuned decoders are merged into one checkpoint.
+    everything else frozen, and the fine-tuned decoders are merged into one checkpoint;
+    `{type: pseudo_label}` trains nothing: a teacher labels the stage's `sets` for its `tasks` into
+    the run directory, for later stages' `pseudo_labels: [{stage: NAME}]` (see
+    `drivemtl.engine.stages.PseudoLabelOptions`). A stage of a kind that does not train has no
+    length and no training fields (optimizer, sampler, ...).
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -70,7 +102,9 @@ class StageConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_length(self) -> StageConfig:
-        if (self.epochs is None) == (self.steps is None):
+        if not getattr(self.kind, "trains", True):
+            self._check_untrained()
+        elif (self.epochs is None) == (self.steps is None):
             raise ValueError(f"stage '{self.name}': give exactly one of `epochs` or `steps`")
         if self.tasks is not None and not self.tasks:
             raise ValueError(f"stage '{self.name}': `tasks` is empty")
@@ -80,6 +114,20 @@ class StageConfig(StrictModel):
             raise ValueError(f"stage '{self.name}': `trainable` is empty")
         return self
 
+    def _check_untrained(self) -> None:
+        """A stage whose kind trains nothing sets no length and no training field."""
+        given = [f for f in ("steps", "epochs") if getattr(self, f) is not None]
+        given += [
+            f
+            for f in TRAINING_FIELDS
+            if getattr(self, f) != type(self).model_fields[f].get_default(call_default_factory=True)
+        ]
+        if given:
+            raise ValueError(
+                f"stage '{self.name}': a {self.kind.type} stage trains nothing, so "
+                f"{', '.join(f'`{f}`' for f in given)} would have no effect; drop them"
+            )
+
 
 class RecipeConfig(StrictModel):
     """An ordered list of stages with unique names."""
@@ -88,7 +136,7 @@ class RecipeConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> RecipeConfig:
-        seen: set[str] = set()
+        seen: list[str] = []
         for stage in self.stages:
             if stage.name in seen:
                 raise ValueError(f"stage name '{stage.name}' is used twice")
@@ -96,7 +144,14 @@ class RecipeConfig(StrictModel):
                 raise ValueError(
                     f"stage '{stage.name}': init '{stage.init}' names no earlier stage"
                 )
-            seen.add(stage.name)
+            for source in stage.pseudo_labels:
+                if source.stage is not None and source.stage not in seen:
+                    raise ValueError(
+                        f"stage '{stage.name}': pseudo-label source {source.describe()}: "
+                        f"'{source.stage}' names no earlier stage of the recipe"
+                        + (f" (earlier: {', '.join(seen)})" if seen else "")
+                    )
+            seen.append(stage.name)
         return self
 
 

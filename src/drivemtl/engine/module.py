@@ -2,13 +2,19 @@
 
 It wraps a model with `losses(batch, tasks)` (MultiTaskNet) and a loss weighting strategy; the
 multi-task logic itself lives in `engine.step`, `engine.stages` and `engine.loss_weighting`.
+
+A stage with one optimiser uses Lightning's automatic optimisation. A stage with several
+(`StageSettings.optimizer_groups`) uses manual optimisation (`automatic_optimization = False`):
+`training_step` backpropagates the weighted loss once (`manual_step`), clips each optimiser's
+gradients, steps every optimiser and its lr schedule; with one group per part and the same
+optimiser everywhere this is bit-identical to automatic optimisation.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -20,6 +26,7 @@ from torch import nn
 from drivemtl.engine.loss_weighting import LossWeighting
 from drivemtl.engine.nan_guard import NanGuard
 from drivemtl.engine.stages import (
+    OptimizerGroup,
     OptimizerOptions,
     ScheduleOptions,
     build_optimizer,
@@ -27,7 +34,7 @@ from drivemtl.engine.stages import (
     freeze_norm_statistics,
     no_decay_names,
 )
-from drivemtl.engine.step import multitask_step
+from drivemtl.engine.step import StepOutput, multitask_step
 from drivemtl.structures.batch import Batch
 
 STATE_KEY = "drivemtl"
@@ -35,7 +42,12 @@ STATE_KEY = "drivemtl"
 
 @dataclass
 class StageSettings:
-    """What the module needs to know about its stage."""
+    """What the module needs to know about its stage.
+
+    With `optimizer_groups`, each group gets its own optimiser and `optimizer` steps the
+    trainable parameters no group names (manual optimisation; `grad_clip` is then applied by the
+    module, per optimiser, instead of by the Lightning Trainer).
+    """
 
     name: str
     tasks: list[str]
@@ -44,6 +56,8 @@ class StageSettings:
     total_steps: int
     steps_per_unit: int = 1
     max_nonfinite_steps: int = 5
+    optimizer_groups: list[OptimizerGroup] = field(default_factory=list)
+    grad_clip: float | None = None
 
 
 def _rng_state() -> dict[str, Any]:
@@ -80,6 +94,7 @@ class MultiTaskModule(L.LightningModule):
         self.batches_consumed = 0
         self._restored_rng: dict[str, Any] | None = None
         self._last_batch_time: float | None = None
+        self.automatic_optimization = not settings.optimizer_groups
 
     # -- training -------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> MultiTaskModule:
@@ -117,7 +132,40 @@ class MultiTaskModule(L.LightningModule):
             if out.present[task]:
                 self.log(f"loss/{task}", value.detach(), prog_bar=True, batch_size=n)
             self.log(f"weight/{task}", out.weights[task], batch_size=n)
+        if not self.automatic_optimization:
+            self.manual_step(out)
+            return out.total.detach()
         return out.total
+
+    def manual_step(self, out: StepOutput) -> None:
+        """One update under manual optimisation: backward once, clip, step every optimiser and
+        its schedule."""
+        optimizers = self._optimizer_list()
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        self.manual_backward(out.total)
+        for optimizer in optimizers:
+            if self.settings.grad_clip is not None:
+                self.clip_gradients(
+                    optimizer,
+                    gradient_clip_val=self.settings.grad_clip,
+                    gradient_clip_algorithm="norm",
+                )
+            optimizer.step()
+        schedulers = self.lr_schedulers()
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()  # type: ignore[union-attr]
+
+    def _optimizer_list(self) -> list[Any]:
+        optimizers = self.optimizers()
+        return list(optimizers) if isinstance(optimizers, list | tuple) else [optimizers]
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Updates made so far (Lightning counts every optimiser's step in `global_step`)."""
+        if self.automatic_optimization:
+            return int(self.trainer.global_step)
+        return int(self.trainer.global_step) // max(1, len(self._optimizer_list()))
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
         """Log throughput (images/s over all ranks, data loading included)."""
@@ -128,22 +176,34 @@ class MultiTaskModule(L.LightningModule):
             self.log("images_per_s", rate, prog_bar=True, batch_size=len(batch))
         self._last_batch_time = now
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        """The stage's optimiser over trainable parameters and a per-step lr schedule."""
+    def configure_optimizers(self) -> Any:
+        """The stage's optimiser(s) over trainable parameters, each with a per-step lr schedule."""
         named = [(f"model.{n}", p) for n, p in self.model.named_parameters()]
         named += [(f"weighting.{n}", p) for n, p in self.weighting.named_parameters()]
         exempt = {f"model.{n}" for n in no_decay_names(self.model)}
-        optimizer = build_optimizer(named, self.settings.optimizer, exempt)
+        if self.automatic_optimization:
+            optimizer = build_optimizer(named, self.settings.optimizer, exempt)
+            return {"optimizer": optimizer, "lr_scheduler": self._schedule(optimizer)}
+        optimizers = []
+        taken: set[str] = set()
+        for group in self.settings.optimizer_groups:
+            names = {f"model.{n}" for n in group.names}
+            params = [(n, p) for n, p in named if n in names]
+            optimizers.append(build_optimizer(params, group.options, exempt))
+            taken |= names
+        rest = [(n, p) for n, p in named if n not in taken and p.requires_grad]
+        if rest:
+            optimizers.append(build_optimizer(rest, self.settings.optimizer, exempt))
+        return optimizers, [self._schedule(optimizer) for optimizer in optimizers]
+
+    def _schedule(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         scheduler = build_scheduler(
             optimizer,
             self.settings.schedule,
             self.settings.total_steps,
             self.settings.steps_per_unit,
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
+        return {"scheduler": scheduler, "interval": "step", "frequency": 1}
 
     # -- checkpoint state --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -10,11 +10,14 @@ joints scoring below 0.2 dropped. Output layout::
     OUT/<SET>/masks/<task>/<frame>.png     semantic / drivable bitmasks
 
 They live outside the ground-truth folders and are only read through a stage's `pseudo_labels`, so
-evaluation (which reads the data config) never sees them.
+evaluation (which reads the data config) never sees them. `drivemtl pseudo-label` writes them with
+`write_pseudo_labels`; a recipe's `pseudo_label` stage with `label_sets`, into its folder of the
+run directory (same layout and card).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,20 +25,28 @@ import cv2
 import numpy as np
 import torch
 import yaml
+from torch import nn
 
 from drivemtl.data import build_dataset, build_transforms
 from drivemtl.data.writers import prediction_to_frame
 from drivemtl.engine.checkpoint import load_into, load_weights
-from drivemtl.engine.plan import PSEUDO_CARD, RecipeError
+from drivemtl.engine.plan import RecipeError
 from drivemtl.engine.run_config import RunConfig
+from drivemtl.engine.units import (
+    PSEUDO_CARD,
+    PSEUDO_JSON_TASKS,
+    PSEUDO_MASK_TASKS,
+    PSEUDO_TASKS,
+    pseudo_label_paths,
+)
 from drivemtl.structures.batch import collate
 from drivemtl.structures.bdd import IGNORE_INDEX, THING_CLASSES
 from drivemtl.structures.predictions import FramePrediction
 from drivemtl.structures.scalabel import Frame, save_frames
 
-JSON_TASKS = ("tagging", "detection", "pose")
-MASK_TASKS = ("semantic", "drivable")
-SUPPORTED = JSON_TASKS + MASK_TASKS
+JSON_TASKS = PSEUDO_JSON_TASKS
+MASK_TASKS = PSEUDO_MASK_TASKS
+SUPPORTED = PSEUDO_TASKS
 
 
 @dataclass(frozen=True)
@@ -103,10 +114,9 @@ def write_mask_labels(
             raise OSError(f"pseudo-label: could not write {path}")
 
 
-@torch.no_grad()
 def write_pseudo_labels(
     config: RunConfig,
-    checkpoint: str | Path,
+    checkpoint: str | Path | nn.Module,
     sets: list[str],
     tasks: list[str],
     out_dir: str | Path,
@@ -114,59 +124,74 @@ def write_pseudo_labels(
     batch_size: int = 4,
     device: str = "cpu",
 ) -> Path:
-    """Label `sets` for `tasks` with the teacher in `checkpoint`; returns the card's path."""
-    from drivemtl.models import build_model
+    """Label `sets` for `tasks` with the teacher in `checkpoint`; returns the card's path.
 
+    `checkpoint` is a weights file of the config's model, or the model itself (in memory).
+    """
+    return label_sets(
+        config, checkpoint, {s: list(tasks) for s in sets}, out_dir, rules, batch_size, device
+    )
+
+
+@torch.no_grad()
+def label_sets(
+    config: RunConfig,
+    teacher: str | Path | nn.Module,
+    labels: Mapping[str, Sequence[str]],
+    out_dir: str | Path,
+    rules: PseudoLabelRules | None = None,
+    batch_size: int = 4,
+    device: str = "cpu",
+) -> Path:
+    """Label each set of `labels` for its tasks (set -> tasks) with `teacher` (a weights file of
+    the config's model, or the model itself); writes the layout of the module doc and returns
+    the card's path."""
     rules = rules or PseudoLabelRules()
     data = config.data  # type: ignore[attr-defined]
     if data is None:
         raise RecipeError("pseudo-label: the config has no `data` section")
-    unknown = [s for s in sets if s not in data.sets]
+    unknown = [s for s in labels if s not in data.sets]
     if unknown:
         raise RecipeError(
             f"pseudo-label: sets {unknown} are not in data.sets ({sorted(data.sets)})"
         )
-    bad = [t for t in tasks if t not in SUPPORTED or t not in config.model.tasks]
+    wanted = list(dict.fromkeys(t for tasks in labels.values() for t in tasks))
+    bad = [t for t in wanted if t not in SUPPORTED or t not in config.model.tasks]
     if bad:
         raise RecipeError(
             f"pseudo-label: tasks {bad} cannot be pseudo-labelled by this model "
             f"(supported: {list(SUPPORTED)}; model tasks: {list(config.model.tasks)})"
         )
-    model = build_model(config.model)
-    load_into(model, load_weights(checkpoint), source=str(checkpoint))
+    model, teacher_name = _teacher_model(config, teacher)
     model.eval().to(device)
     detector = {**model.support, **model.tasks}.get("detection")
     class_names = getattr(detector, "classes", THING_CLASSES)
     out = Path(out_dir)
     card_sets: dict[str, dict[str, str]] = {}
     transform = build_transforms(data.transforms, train=False)
-    for set_name in sets:
+    for set_name, set_tasks in labels.items():
+        tasks = list(set_tasks)
         subset = data.model_copy(
             update={"sets": {set_name: data.sets[set_name]}, "label_setting": None}
         )
         dataset = build_dataset(subset, "train", transform=transform)
         frames: list[Frame] = []
+        json_tasks = [t for t in tasks if t in JSON_TASKS]
         for start in range(0, len(dataset), batch_size):
             samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             batch = collate(samples, data.size_divisor).to(device)
             for pred in model.predict(batch, tasks):
-                json_tasks = [t for t in tasks if t in JSON_TASKS]
                 frame = prediction_to_frame(
                     pred, class_names, json_tasks, rules.box_score, rules.joint_score
                 )
                 frames.append(frame)
                 write_mask_labels(pred, tasks, rules, out / set_name)
-        entry: dict[str, str] = {}
-        if any(t in JSON_TASKS for t in tasks):
+        if json_tasks:
             save_frames(frames, out / set_name / "labels.json")
-        for task in tasks:
-            entry[task] = (
-                f"{set_name}/labels.json" if task in JSON_TASKS else f"{set_name}/masks/{task}"
-            )
-        card_sets[set_name] = entry
+        card_sets[set_name] = pseudo_label_paths(set_name, tasks)
     card = {
         "pseudo_labels": True,
-        "teacher": str(Path(checkpoint).resolve()),
+        "teacher": teacher_name,
         "rules": asdict(rules),
         "sets": card_sets,
     }
@@ -174,3 +199,14 @@ def write_pseudo_labels(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(card, sort_keys=False), encoding="utf-8")
     return path
+
+
+def _teacher_model(config: RunConfig, teacher: str | Path | nn.Module) -> tuple[nn.Module, str]:
+    """The teacher as a model and how the card names it (its weights file, resolved)."""
+    if isinstance(teacher, nn.Module):
+        return teacher, f"<in-memory {type(teacher).__name__}>"
+    from drivemtl.models import build_model
+
+    model = build_model(config.model)
+    load_into(model, load_weights(teacher), source=str(teacher))
+    return model, str(Path(teacher).resolve())

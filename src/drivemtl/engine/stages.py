@@ -8,8 +8,11 @@ see `drivemtl.config.base`); options every entry of a kind shares live in a base
   no decay) are built generically from `OptimizerOptions` (lr, weight_decay, decay_norm_and_bias).
 - ``SCHEDULES``: `entry(options, length) -> factor(step)`, the lr multiplier of the main schedule;
   the linear warm-up of `ScheduleOptions` (warmup_steps, warmup_factor) is applied on top, once.
-- ``STAGE_KINDS``: `entry(options, request) -> [StagePlan | MergePlan, ...]`, expands one recipe
-  stage into the units the trainer runs (`drivemtl.engine.plan.StageRequest` offers the helpers).
+- ``STAGE_KINDS``: `entry(options, request) -> [Unit, ...]`, expands one recipe stage into the
+  units the trainer runs (`drivemtl.engine.plan.StageRequest` offers the helpers that make the
+  shipped units); each unit runs itself (`Unit.run(context)`, `drivemtl.engine.units`), so a kind
+  with its own execution returns its own unit type. Options whose `trains` is False mark a kind
+  that trains nothing (its stage has no length and no training fields).
 
 Nothing here imports Lightning.
 """
@@ -20,18 +23,19 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 from torch import nn
 
-from drivemtl.config.base import PluginField, PluginOptions
+from drivemtl.config.base import PluginField, PluginOptions, StrictModel, plugin
 from drivemtl.errors import DriveMTLError
 from drivemtl.registry import Registry
 
 if TYPE_CHECKING:
-    from drivemtl.engine.plan import MergePlan, StagePlan, StageRequest
+    from drivemtl.engine.plan import StageRequest
+    from drivemtl.engine.units import Unit
 
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -67,6 +71,16 @@ def _pattern_matches(name: str, pattern: str, aliases: Mapping[str, Sequence[str
     if globs is not None:
         return any(fnmatchcase(name, g) for g in globs)
     return fnmatchcase(name, pattern)
+
+
+def matching(
+    names: Iterable[str],
+    patterns: Sequence[str],
+    aliases: Mapping[str, Sequence[str]] | None = None,
+) -> list[str]:
+    """The names matching any of `patterns` (globs, or keys of `aliases` such as `@neck`)."""
+    aliases = aliases or {}
+    return [n for n in names if any(_pattern_matches(n, p, aliases) for p in patterns)]
 
 
 def plan_freezing(
@@ -229,6 +243,39 @@ def build_optimizer(
     return OPTIMIZERS.get(options.type)(options, groups)
 
 
+class OptimizerGroupOptions(StrictModel):
+    """One of several optimisers of a stage: `{params: [PATTERN, ...], type: NAME, ...options}`.
+
+    It optimises the stage's trainable parameters matching `params` (globs or `@KIND`) that no
+    earlier group took; the options are those of optimiser `type` (default adamw).
+    """
+
+    params: list[str] = Field(min_length=1, description="parameter-name globs or @KIND patterns")
+    optimizer: plugin(OPTIMIZERS, "adamw")  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        """The written form is flat: everything but `params` is the optimiser's options."""
+        if isinstance(value, dict) and "optimizer" not in value:
+            rest = {k: v for k, v in value.items() if k != "params"}
+            return {"params": value.get("params"), "optimizer": rest}
+        return value
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        return {"params": data["params"], **data["optimizer"]}
+
+
+@dataclass(frozen=True)
+class OptimizerGroup:
+    """A planned optimiser: the model parameters it steps (names) and its options."""
+
+    names: tuple[str, ...]
+    options: OptimizerOptions
+
+
 def no_decay_names(model: nn.Module) -> set[str]:
     """Names of biases and normalisation-layer parameters (conventionally exempt from decay)."""
     names = set()
@@ -355,11 +402,27 @@ def build_scheduler(
 
 # -- stage kinds ---------------------------------------------------------------------------------
 class StageKindOptions(PluginOptions):
-    """Options of a stage kind (the stage's data, patterns and length are stage fields)."""
+    """Options of a stage kind (the stage's data, patterns and length are stage fields).
+
+    `trains` (a class attribute, not an option) says whether the kind trains: a stage of a kind
+    that does not has no `steps` / `epochs` and leaves the training fields at their defaults.
+    """
+
+    trains: ClassVar[bool] = True
 
 
 class SupervisedOptions(StageKindOptions):
-    """A supervised stage: the stage's tasks on its sets, its trainable / frozen patterns."""
+    """A supervised stage: the stage's tasks on its sets, its trainable / frozen patterns.
+
+    `optimizers` splits the trained parameters among several optimisers (each `{params:
+    [PATTERN, ...], type, ...options}`; a parameter goes to the first group whose patterns match
+    it); the stage's `optimizer` steps the parameters no group takes (and the loss weighting's).
+    With several optimisers the stage runs Lightning's manual optimisation: one backward pass,
+    then every optimiser steps, each with the stage's schedule; `grad_clip` bounds each
+    optimiser's gradient norm.
+    """
+
+    optimizers: list[OptimizerGroupOptions] = Field(default_factory=list)
 
 
 class PerDecoderOptions(StageKindOptions):
@@ -373,19 +436,19 @@ class PerDecoderOptions(StageKindOptions):
 
 
 @STAGE_KINDS.register("supervised", options=SupervisedOptions)
-def supervised(options: SupervisedOptions, request: StageRequest) -> list[StagePlan | MergePlan]:
-    """One unit: the stage as written."""
-    return [request.train()]
+def supervised(options: SupervisedOptions, request: StageRequest) -> list[Unit]:
+    """One unit: the stage as written (with its optimiser groups)."""
+    return [request.train(optimizers=options.optimizers)]
 
 
 @STAGE_KINDS.register("per_decoder", options=PerDecoderOptions)
-def per_decoder(options: PerDecoderOptions, request: StageRequest) -> list[StagePlan | MergePlan]:
+def per_decoder(options: PerDecoderOptions, request: StageRequest) -> list[Unit]:
     """One unit per task (its decoder trained alone on the sets labelled for it) plus a merge.
 
     Every sub-stage starts from the stage's start point; the merge takes each task's decoder from
     its sub-stage and everything else from the start point.
     """
-    plans: list[StagePlan | MergePlan] = []
+    plans: list[Unit] = []
     parts: dict[str, str] = {}
     for task in request.tasks:
         prefixes = request.decoder_prefixes(task)
@@ -405,3 +468,42 @@ def per_decoder(options: PerDecoderOptions, request: StageRequest) -> list[Stage
         parts[task] = sub
     plans.append(request.merge(parts))
     return plans
+
+
+class PseudoLabelOptions(StageKindOptions):
+    """Label image sets with a teacher; the labels go into the run directory.
+
+    The stage's `tasks` (required) are labelled on its `sets` (default: every set); with
+    `skip_labelled` a set is labelled only for the tasks it has no labels of its own for. The
+    rules are those of `drivemtl pseudo-label`; the stage's `batch_size` is the number of images
+    per forward pass. The stage's weights (what `init: previous` of the next stage starts from)
+    are its start point (`init`), unchanged. Later stages add the labels with
+    `pseudo_labels: [{stage: NAME}]`.
+    """
+
+    trains: ClassVar[bool] = False
+    teacher: str = Field(
+        "previous",
+        description="'previous' (the preceding stage's weights), 'stage:<name>' or a "
+        ".safetensors file",
+    )
+    box_score: float = Field(0.5, ge=0.0, le=1.0, description="keep boxes scoring >= this")
+    semantic_confidence: float = Field(
+        0.3, ge=0.0, le=1.0, description="semantic pixels below this confidence become ignore"
+    )
+    drivable_confidence: float = Field(
+        0.3, ge=0.0, le=1.0, description="drivable pixels below this confidence become ignore"
+    )
+    joint_score: float = Field(0.2, ge=0.0, le=1.0, description="drop pose joints below this")
+    skip_labelled: bool = Field(
+        True, description="label a set only for the tasks it carries no labels for"
+    )
+
+
+@STAGE_KINDS.register("pseudo_label", options=PseudoLabelOptions)
+def pseudo_label(options: PseudoLabelOptions, request: StageRequest) -> list[Unit]:
+    """One unit: the teacher labels the stage's sets for its tasks."""
+    rules = options.model_dump(
+        include={"box_score", "semantic_confidence", "drivable_confidence", "joint_score"}
+    )
+    return [request.label(options.teacher, rules, skip_labelled=options.skip_labelled)]

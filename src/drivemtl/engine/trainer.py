@@ -1,14 +1,21 @@
-"""Run a recipe stage by stage on Lightning, with an exact resume and a run directory.
+"""Run a recipe unit by unit, with an exact resume and a run directory.
+
+The recipe is planned first (`plan_for_model`: every stage validated and expanded by its kind
+into units); then each unit not yet finished runs itself (`Unit.run(RunContext)`, see
+`drivemtl.engine.units`) and is recorded in `run.json`. Training units run on Lightning
+(`RunContext.train`); a killed run resumed with the same config skips finished units and
+continues the interrupted one from its last checkpoint.
 
 Run directory layout::
 
     OUT/config.yaml                resolved config
     OUT/dataset_card.yaml          the image sets (and the synthetic world's card when present)
-    OUT/run.json                   config fingerprint, finished stages, final weights
+    OUT/run.json                   config fingerprint, finished units, final weights
     OUT/stages/NN-NAME/checkpoints/last.ckpt   Lightning state (optimiser, loops, RNG)
-    OUT/stages/NN-NAME/weights.safetensors     the stage's final weights
+    OUT/stages/NN-NAME/weights.safetensors     the unit's final weights
     OUT/stages/NN-NAME/logs/{tensorboard,csv}  per-task losses, weights, lr, images/s
-    OUT/final.safetensors          weights after the last stage
+    OUT/stages/NN-NAME/pseudo_labels/          labels written by a pseudo_label stage
+    OUT/final.safetensors          weights after the last unit
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +37,7 @@ import lightning as L
 import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch import nn
 
 from drivemtl.config.loader import dump_config
 from drivemtl.data import SAMPLERS, build_dataset
@@ -36,7 +45,6 @@ from drivemtl.engine.checkpoint import (
     CheckpointError,
     load_into,
     load_weights,
-    merge_decoders,
     read_metadata,
     save_weights,
     write_json,
@@ -44,23 +52,14 @@ from drivemtl.engine.checkpoint import (
 from drivemtl.engine.datamodule import StageDataModule
 from drivemtl.engine.loss_weighting import build_loss_weighting
 from drivemtl.engine.module import MultiTaskModule, StageSettings
-from drivemtl.engine.plan import MergePlan, RecipeError, StagePlan, plan_for_model
+from drivemtl.engine.plan import RecipeError, plan_for_model
 from drivemtl.engine.run_config import RunConfig
 from drivemtl.engine.stages import apply_freezing
+from drivemtl.engine.units import WEIGHTS, StagePlan, StageResult, Unit, unit_path
 from drivemtl.log import get_logger
 
 log = get_logger(__name__)
 RUN_STATE = "run.json"
-
-
-@dataclass
-class StageResult:
-    """A finished stage: its weights, optimiser steps, frames seen per epoch and log folder."""
-
-    name: str
-    weights: Path
-    steps: int = 0
-    log_dir: Path | None = None
 
 
 @dataclass
@@ -120,12 +119,9 @@ class FinalWeights(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            meta = {"stage": self.stage, "steps": str(trainer.global_step)}
+            steps = getattr(pl_module, "optimizer_steps", trainer.global_step)
+            meta = {"stage": self.stage, "steps": str(steps)}
             save_weights(pl_module.model, self.path, meta)  # type: ignore[arg-type]
-
-
-def _stage_dir(out_dir: Path, index: int, name: str) -> Path:
-    return out_dir / "stages" / f"{index:02d}-{name}"
 
 
 def _read_state(out_dir: Path) -> dict[str, Any]:
@@ -208,108 +204,114 @@ def _strategy(config: RunConfig, devices: int) -> str:
     return "ddp_find_unused_parameters_true"
 
 
-def _run_stage(
-    config: RunConfig,
-    plan: StagePlan,
-    out_dir: Path,
-    state: dict[str, Any],
-    resume: bool,
-    devices: int,
-    precision: str,
-    progress: bool,
-    callbacks: Sequence[Callback],
-) -> StageResult:
-    stage = plan.config
-    stage_dir = _stage_dir(out_dir, plan.index, plan.name)
-    ckpt_dir = stage_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    last = ckpt_dir / "last.ckpt"
-    world = devices * config.train.num_nodes
+@dataclass
+class RunContext:
+    """What a unit's `run` gets: the run (config, directory, finished units, run options) and
+    the engine's services (folders, weights, models, Lightning training, rank handling).
 
-    L.seed_everything(config.seed + plan.index, workers=False, verbose=False)
-    model = _build_model(config)
-    init = _resolve_init(plan.init, state, out_dir)
-    if init is not None:
-        report = load_into(model, load_weights(init), source=str(init))
-        if report.missing:
-            log.info(
-                "stage %s: %d tensors start fresh (not in %s)", plan.name, len(report.missing), init
-            )
+    `state["stages"]` maps each finished unit to its `weights` (relative to `out_dir`) and
+    `steps`; the trainer updates it after every unit.
+    """
+
+    config: RunConfig
+    out_dir: Path
+    state: dict[str, Any]
+    resume: bool = False
+    devices: int = 1
+    precision: str = "32-true"
+    progress: bool = True
+    callbacks: Sequence[Callback] = ()
+
+    @property
+    def is_zero(self) -> bool:
+        """Whether this process is the run's rank 0 (the one that writes shared files)."""
+        return int(os.environ.get("RANK", "0")) == 0
+
+    def unit_dir(self, unit: Unit) -> Path:
+        """The unit's folder `OUT/stages/NN-NAME` (created)."""
+        folder = self.out_dir / unit_path(unit.index, unit.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def weights(self, spec: str) -> Path | None:
+        """The weights `spec` names: None for "scratch", a finished unit's for "stage:NAME",
+        else the path itself."""
+        return _resolve_init(spec, self.state, self.out_dir)
+
+    def build_model(self) -> nn.Module:
+        """A fresh model of the run's config."""
+        return _build_model(self.config)
+
+    def start_model(self, unit: Unit) -> nn.Module:
+        """The model a unit starts from: seeded by its position, its `init` weights loaded."""
+        L.seed_everything(self.config.seed + unit.index, workers=False, verbose=False)
+        model = self.build_model()
+        init = self.weights(unit.init)
+        if init is not None:
+            report = load_into(model, load_weights(init), source=str(init))
+            if report.missing:
+                log.info(
+                    "stage %s: %d tensors start fresh (not in %s)",
+                    unit.name,
+                    len(report.missing),
+                    init,
+                )
+        return model
+
+    def train(self, plan: StagePlan) -> StageResult:
+        """Train `plan` through Lightning into its folder (continuing from its `last.ckpt`
+        when the run resumes); returns its final weights and optimiser steps."""
+        return _train(self, plan)
+
+    def inference_device(self) -> str:
+        """Where a unit runs a model for inference: "cuda" when the run may use a GPU."""
+        import torch
+
+        use_gpu = self.config.train.accelerator != "cpu" and torch.cuda.is_available()
+        return "cuda" if use_gpu else "cpu"
+
+    def wait_for(self, path: Path, timeout_s: float = 3600.0) -> None:
+        """Ranks other than 0 wait until rank 0 has written `path` (a barrier where a process
+        group exists)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            return
+        deadline = time.monotonic() + timeout_s
+        while not self.is_zero and not Path(path).exists():
+            if time.monotonic() > deadline:
+                raise CheckpointError(f"rank 0 did not write {path} within {timeout_s:.0f} s")
+            time.sleep(1.0)
+
+
+# -- training one unit ---------------------------------------------------------------------------
+def _train(ctx: RunContext, plan: StagePlan) -> StageResult:
+    folder = ctx.unit_dir(plan)
+    last = folder / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True, exist_ok=True)
+    model = ctx.start_model(plan)
     apply_freezing(model, plan.freeze)
-
-    dataset = build_dataset(plan.data, "train")
-    sampler = SAMPLERS.get(stage.sampler)(
-        dataset, stage.batch_size, rank=0, world_size=world, seed=config.seed, tasks=plan.tasks
-    )
-    per_epoch = len(sampler)
-    if per_epoch == 0:
-        raise RecipeError(
-            f"stage '{plan.name}': sets {plan.sets} give no batch of {stage.batch_size} "
-            f"x {world} rank(s) ({len(dataset)} frames)"
-        )
+    dataset, per_epoch = _stage_dataset(ctx, plan)
+    stage = plan.config
     total = stage.steps if stage.steps is not None else stage.epochs * per_epoch  # type: ignore[operator]
-    weighting = build_loss_weighting(
-        stage.loss_weighting, plan.tasks, getattr(model, "loss_weights", {}), per_epoch
-    )
-    settings = StageSettings(
-        name=plan.name,
-        tasks=plan.tasks,
-        optimizer=stage.optimizer,
-        schedule=stage.schedule,
-        total_steps=total,
-        steps_per_unit=per_epoch if stage.epochs is not None else 1,
-        max_nonfinite_steps=config.train.max_nonfinite_steps,
-    )
-    module = MultiTaskModule(model, weighting, settings)
+    module = _stage_module(ctx, plan, model, per_epoch, total)
     datamodule = StageDataModule(
         plan.data,
         stage.sampler,
         stage.batch_size,
         plan.tasks,
         total,
-        config.seed,
+        ctx.config.seed,
         plan.index,
-        config.train.num_workers,
+        ctx.config.train.num_workers,
     )
-    strategy = _strategy(config, devices)
+    strategy = _strategy(ctx.config, ctx.devices)
     if "spawn" not in strategy:  # spawned processes build their own (datasets hold mp locks)
         datamodule.dataset = dataset
-    log_dir = stage_dir / "logs"
-    weights = stage_dir / "weights.safetensors"
-    stage_callbacks: list[Callback] = [
-        PeriodicCheckpoint(last, config.train.checkpoint_every_n_steps),
-        FinalWeights(weights, plan.name),
-        LearningRateMonitor(logging_interval="step"),
-        *callbacks,
-    ]
-    if progress:
-        stage_callbacks.append(StageProgressBar(plan.name))
-    with _quiet_lightning():
-        trainer = L.Trainer(
-            accelerator=config.train.accelerator,
-            devices=devices,
-            num_nodes=config.train.num_nodes,
-            strategy=strategy,
-            precision=precision,  # type: ignore[arg-type]
-            max_steps=total,
-            max_epochs=1,
-            gradient_clip_val=stage.grad_clip,
-            deterministic=config.train.deterministic,
-            logger=[
-                TensorBoardLogger(log_dir, name="tensorboard"),
-                CSVLogger(log_dir, name="csv"),
-            ],
-            callbacks=stage_callbacks,
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=progress,
-            log_every_n_steps=config.train.log_every_n_steps,
-            num_sanity_val_steps=0,
-            limit_val_batches=0,
-            use_distributed_sampler=False,
-            default_root_dir=stage_dir,
-        )
-    ckpt_path = str(last) if resume and last.is_file() else None
+    weights = folder / WEIGHTS
+    trainer = _lightning_trainer(ctx, plan, folder, strategy, total, last, weights)
+    ckpt_path = str(last) if ctx.resume and last.is_file() else None
     if ckpt_path:
         log.info("stage %s: resuming from %s", plan.name, last)
     log.info(
@@ -323,14 +325,115 @@ def _run_stage(
         len(plan.freeze.trainable),
         len(plan.freeze.fixed),
     )
+    _fit(trainer, module, datamodule, ckpt_path)
+    steps = int(read_metadata(weights).get("steps", 0)) if weights.is_file() else 0
+    return StageResult(plan.name, weights, steps, folder / "logs")
+
+
+def _stage_dataset(ctx: RunContext, plan: StagePlan) -> tuple[Any, int]:
+    """The unit's training dataset and its batches per epoch (an error when there are none)."""
+    stage = plan.config
+    world = ctx.devices * ctx.config.train.num_nodes
+    dataset = build_dataset(plan.data, "train")
+    sampler = SAMPLERS.get(stage.sampler)(
+        dataset, stage.batch_size, rank=0, world_size=world, seed=ctx.config.seed, tasks=plan.tasks
+    )
+    per_epoch = len(sampler)
+    if per_epoch == 0:
+        raise RecipeError(
+            f"stage '{plan.name}': sets {plan.sets} give no batch of {stage.batch_size} "
+            f"x {world} rank(s) ({len(dataset)} frames)"
+        )
+    return dataset, per_epoch
+
+
+def _stage_module(
+    ctx: RunContext, plan: StagePlan, model: nn.Module, per_epoch: int, total: int
+) -> MultiTaskModule:
+    """The Lightning module: the model, the stage's loss weighting, optimiser and schedule."""
+    stage = plan.config
+    weighting = build_loss_weighting(
+        stage.loss_weighting, plan.tasks, getattr(model, "loss_weights", {}), per_epoch
+    )
+    settings = StageSettings(
+        name=plan.name,
+        tasks=plan.tasks,
+        optimizer=stage.optimizer,
+        schedule=stage.schedule,
+        total_steps=total,
+        steps_per_unit=per_epoch if stage.epochs is not None else 1,
+        max_nonfinite_steps=ctx.config.train.max_nonfinite_steps,
+        optimizer_groups=list(plan.optimizers),
+        grad_clip=stage.grad_clip,
+    )
+    return MultiTaskModule(model, weighting, settings)
+
+
+def _lightning_trainer(
+    ctx: RunContext,
+    plan: StagePlan,
+    folder: Path,
+    strategy: str,
+    total: int,
+    last: Path,
+    weights: Path,
+) -> L.Trainer:
+    """A Lightning Trainer for one unit: periodic `last.ckpt`, final weights, loggers.
+
+    Under manual optimisation (several optimisers) the module clips gradients itself, and
+    Lightning counts each optimiser's step in `max_steps`."""
+    train = ctx.config.train
+    manual = len(plan.optimizers) > 0
+    optimizers = len(plan.optimizers) + 1  # an upper bound: the stage's optimiser may step none
+    log_dir = folder / "logs"
+    callbacks: list[Callback] = [
+        PeriodicCheckpoint(last, train.checkpoint_every_n_steps),
+        FinalWeights(weights, plan.name),
+        LearningRateMonitor(logging_interval="step"),
+        *ctx.callbacks,
+    ]
+    if ctx.progress:
+        callbacks.append(StageProgressBar(plan.name))
+    with _quiet_lightning():
+        return L.Trainer(
+            accelerator=train.accelerator,
+            devices=ctx.devices,
+            num_nodes=train.num_nodes,
+            strategy=strategy,
+            precision=ctx.precision,  # type: ignore[arg-type]
+            max_steps=total * optimizers if manual else total,
+            max_epochs=1,
+            gradient_clip_val=None if manual else plan.config.grad_clip,
+            deterministic=train.deterministic,
+            logger=[
+                TensorBoardLogger(log_dir, name="tensorboard"),
+                CSVLogger(log_dir, name="csv"),
+            ],
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=ctx.progress,
+            log_every_n_steps=train.log_every_n_steps,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+            use_distributed_sampler=False,
+            default_root_dir=folder,
+        )
+
+
+def _fit(
+    trainer: L.Trainer,
+    module: MultiTaskModule,
+    datamodule: StageDataModule,
+    ckpt_path: str | None,
+) -> None:
+    """`trainer.fit`, without the warnings that do not apply to the engine's streams."""
     with warnings.catch_warnings(), _quiet_lightning():
         warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
-    steps = int(read_metadata(weights).get("steps", 0)) if weights.is_file() else 0
-    return StageResult(plan.name, weights, steps, log_dir)
 
 
 @contextlib.contextmanager
@@ -347,23 +450,6 @@ def _quiet_lightning() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-
-
-def _merge_stage(plan: MergePlan, state: dict[str, Any], out_dir: Path, model) -> Path:
-    init = _resolve_init(plan.init, state, out_dir)
-    base = model.state_dict()
-    if init is not None:
-        load_into(model, load_weights(init), source=str(init))
-        base = model.state_dict()
-    finetuned = {
-        task: load_weights(out_dir / state["stages"][sub]["weights"])
-        for task, sub in plan.parts.items()
-    }
-    merged = merge_decoders(base, finetuned, model.decoder_prefixes())
-    index = len(state["stages"])
-    path = _stage_dir(out_dir, index, plan.name) / "weights.safetensors"
-    save_weights(merged, path, {"stage": plan.name, "merged": ",".join(plan.parts)})
-    return path
 
 
 def run_recipe(
@@ -386,31 +472,25 @@ def run_recipe(
     precision = precision or config.train.precision
     L.seed_everything(config.seed, workers=False, verbose=False)
     probe = _build_model(config)
-    plans = plan_for_model(config, probe)
+    plans = plan_for_model(config, probe, run_dir=out)
     state = _prepare_run_dir(config, out, resume)
-    is_zero = int(os.environ.get("RANK", "0")) == 0
+    context = RunContext(config, out, state, resume, devices, precision, progress, callbacks)
     results: list[StageResult] = []
-    for plan in plans:
-        done = state["stages"].get(plan.name)
+    for unit in plans:
+        done = state["stages"].get(unit.name)
         if done is not None:
-            results.append(StageResult(plan.name, out / done["weights"], int(done.get("steps", 0))))
+            results.append(StageResult(unit.name, out / done["weights"], int(done.get("steps", 0))))
             continue
-        if isinstance(plan, MergePlan):
-            path = _merge_stage(plan, state, out, _build_model(config))
-            result = StageResult(plan.name, path)
-        else:
-            result = _run_stage(
-                config, plan, out, state, resume, devices, precision, progress, callbacks
-            )
+        result = unit.run(context)
         results.append(result)
-        state["stages"][plan.name] = {
+        state["stages"][unit.name] = {
             "weights": str(result.weights.relative_to(out)),
             "steps": result.steps,
         }
-        if is_zero:
+        if context.is_zero:
             write_json(state, out / RUN_STATE)
     final = out / "final.safetensors"
-    if is_zero:
+    if context.is_zero:
         if not results[-1].weights.is_file():
             raise CheckpointError(f"final stage weights missing: {results[-1].weights}")
         shutil.copyfile(results[-1].weights, final)
