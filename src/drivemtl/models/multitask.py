@@ -124,7 +124,8 @@ def head_stages(name: str, head: nn.Module) -> list[Stage]:
 def order_stages(stages: list[Stage], wanted: Iterable[str]) -> list[Stage]:
     """The stages the `wanted` streams depend on, producers before modifiers before readers.
 
-    Modifiers of one stream keep their list order; ties go by kind (KINDS order), then list order.
+    Modifiers of one stream keep their list order; ties go by kind (KINDS order, a predictor
+    counting as a decoder), then list order.
     """
     producers: dict[str, Stage] = {}
     modifiers: dict[str, list[Stage]] = {}
@@ -159,13 +160,20 @@ def order_stages(stages: list[Stage], wanted: Iterable[str]) -> list[Stage]:
     return _topological(stages, chosen, producers, modifiers)
 
 
+def _rank_kind(kind: str) -> str:
+    return "decoder" if kind == "predictor" else kind
+
+
 def _topological(
     stages: list[Stage],
     chosen: set[Stage],
     producers: dict[str, Stage],
     modifiers: dict[str, list[Stage]],
 ) -> list[Stage]:
-    rank = {s: (KINDS.index(s.kind), i) for i, s in enumerate(stages)}
+    # A predictor ranks with the decoders, so it runs right after its own decoder unless a stage
+    # modifies its task features (an exchange): task features are freed as early as they were
+    # when each head ran whole.
+    rank = {s: (KINDS.index(_rank_kind(s.kind)), i) for i, s in enumerate(stages)}
     after: dict[Stage, set[Stage]] = {s: set() for s in chosen}  # stage -> stages it waits for
     for stage in chosen:
         for stream in (*stage.needs, *stage.modifies):
