@@ -477,32 +477,12 @@ def plan_recipe(
     earlier: dict[str, EarlierStage] = {}
     for stage in recipe.stages:
         where = f"recipe stage '{stage.name}'"
-        tasks = stage.tasks if stage.tasks is not None else model_tasks
-        unknown = [t for t in tasks if t not in model_tasks]
-        if unknown:
-            raise RecipeError(
-                f"{where}: tasks {unknown} are not tasks of the model; model.tasks: {model_tasks}"
-            )
-        sets = stage.sets if stage.sets is not None else list(provided)
-        unknown = [s for s in sets if s not in data.sets]
-        if unknown:
-            raise RecipeError(
-                f"{where}: image sets {unknown} are not in data.sets ({sorted(data.sets)})"
-            )
-        inactive = [s for s in sets if s not in provided]
-        if inactive:
-            raise RecipeError(
-                f"{where}: sets {inactive} are not part of label setting '{data.label_setting}'"
-            )
-        if stage.sampler not in SAMPLERS:
-            raise RecipeError(
-                f"{where}: unknown sampler '{stage.sampler}'; known: {', '.join(SAMPLERS.names())}"
-            )
+        tasks, sets = _stage_tasks_and_sets(stage, model_tasks, data, provided, where)
         request = StageRequest(
             stage,
             where,
-            list(tasks),
-            list(sets),
+            tasks,
+            sets,
             _check_init(stage, done),
             data,
             parameter_names,
@@ -518,19 +498,59 @@ def plan_recipe(
         except FreezeError as exc:
             raise RecipeError(str(exc)) from None
         _check_units(units, plans, stage.kind.type, stage.name, where)
-        labels: dict[str, dict[str, str]] = {}
-        for unit in units:
-            unit.index = len(plans)
-            plans.append(unit)
-            folder = unit_path(unit.index, unit.name)
-            folder = Path(run_dir) / folder if run_dir is not None else folder
-            for set_name, paths in unit.pseudo_labels().items():
-                labels.setdefault(set_name, {}).update(
-                    {task: str(folder / rel) for task, rel in paths.items()}
-                )
+        labels = _append_units(units, plans, run_dir)
         earlier[stage.name] = EarlierStage(stage.kind.type, labels)
         done.append(stage.name)
     return plans
+
+
+def _stage_tasks_and_sets(
+    stage: StageConfig,
+    model_tasks: list[str],
+    data: DataConfig,
+    provided: Mapping[str, set[str]],
+    where: str,
+) -> tuple[list[str], list[str]]:
+    """The stage's tasks and image sets (defaults filled in), each checked to exist."""
+    tasks = stage.tasks if stage.tasks is not None else model_tasks
+    unknown = [t for t in tasks if t not in model_tasks]
+    if unknown:
+        raise RecipeError(
+            f"{where}: tasks {unknown} are not tasks of the model; model.tasks: {model_tasks}"
+        )
+    sets = stage.sets if stage.sets is not None else list(provided)
+    unknown = [s for s in sets if s not in data.sets]
+    if unknown:
+        raise RecipeError(
+            f"{where}: image sets {unknown} are not in data.sets ({sorted(data.sets)})"
+        )
+    inactive = [s for s in sets if s not in provided]
+    if inactive:
+        raise RecipeError(
+            f"{where}: sets {inactive} are not part of label setting '{data.label_setting}'"
+        )
+    if stage.sampler not in SAMPLERS:
+        raise RecipeError(
+            f"{where}: unknown sampler '{stage.sampler}'; known: {', '.join(SAMPLERS.names())}"
+        )
+    return list(tasks), list(sets)
+
+
+def _append_units(
+    units: list[Unit], plans: list[Unit], run_dir: str | Path | None
+) -> dict[str, dict[str, str]]:
+    """Number `units` after `plans` and append them; set -> task -> path of their pseudo labels."""
+    labels: dict[str, dict[str, str]] = {}
+    for unit in units:
+        unit.index = len(plans)
+        plans.append(unit)
+        folder = unit_path(unit.index, unit.name)
+        folder = Path(run_dir) / folder if run_dir is not None else folder
+        for set_name, paths in unit.pseudo_labels().items():
+            labels.setdefault(set_name, {}).update(
+                {task: str(folder / rel) for task, rel in paths.items()}
+            )
+    return labels
 
 
 def _check_trained_stage(stage: StageConfig, request: StageRequest, where: str) -> None:
