@@ -37,3 +37,24 @@ def test_cli_prints_the_table() -> None:
     )
     assert result.exit_code == 0, result.output
     assert "heads.semantic" in result.output and "backbone" in result.output
+
+
+def test_every_stage_is_a_row_and_split_heads_are_counted_once() -> None:
+    """The semantic decoder runs as decode + predict methods (no module forward of its own): its
+    MACs are those of its sub-modules; the shared group encoder is a shared row."""
+    from drivemtl.models.config import ModelConfig
+
+    torch.manual_seed(0)
+    cfg = tiny_config(("semantic", "drivable"))
+    cfg = ModelConfig.model_validate(
+        {**cfg.model_dump(), "groups": {"segmentation": {"type": "semantic_fpn", "channels": 16}}}
+    )
+    model = build_model(cfg)
+    summary = summarize(model, (64, 96))
+    assert [c.name for c in summary.shared] == ["backbone", "neck", "groups.segmentation"]
+    heads = {c.name: c for c in summary.heads}
+    assert list(heads) == ["heads.semantic", "heads.drivable"]
+    # each head is one 1x1 conv from the 16-channel group map at stride 4 (16 x 24 positions)
+    assert heads["heads.semantic"].macs == 16 * 19 * 16 * 24
+    assert heads["heads.drivable"].macs == 16 * 3 * 16 * 24
+    assert summary.total_params == sum(p.numel() for p in model.parameters())
