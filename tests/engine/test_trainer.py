@@ -8,7 +8,7 @@ import pytest
 import torch
 from engine_fixtures import KillAt, SimulatedKill, make_config, same_weights
 
-from drivemtl.engine.checkpoint import load_weights
+from drivemtl.engine.checkpoint import CheckpointError, load_weights
 from drivemtl.engine.plan import RecipeError
 from drivemtl.engine.trainer import RunResult, run_recipe
 
@@ -89,3 +89,30 @@ def test_run_directory_and_bad_input(tiny_data: Path, tmp_path: Path) -> None:
         with pytest.raises(RecipeError, match=message):
             run_recipe(bad, tmp_path / "never", progress=False)
     assert not (tmp_path / "never").exists()  # every error came before any training
+
+
+class _Payload:
+    """Unpickling this object would create `marker`: the code a hostile checkpoint would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_refuses_a_checkpoint_that_needs_unpickling_code(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    config = make_config(tiny_data, [STAGES[0]], checkpoint_every_n_steps=1)
+    out = tmp_path / "run"
+    with pytest.raises(SimulatedKill):
+        run_recipe(config, out, progress=False, callbacks=[KillAt("joint", 2)])
+    last = out / "stages" / "00-joint" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)  # the engine's own checkpoint loads safely
+    marker = tmp_path / "payload-ran"
+    state["planted"] = _Payload(marker)
+    torch.save(state, last)
+    with pytest.raises(CheckpointError, match=r"last\.ckpt: refused to resume from it: it holds objects"):
+        run_recipe(config, out, resume=True, progress=False)
+    assert not marker.exists()

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 import time
 import warnings
@@ -433,7 +434,14 @@ def _fit(
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        try:  # resume never unpickles code: only tensors and plain containers load
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(
+                f"{ckpt_path}: refused to resume from it: it holds objects that only load by "
+                f"running code ({first}); DriveMTL's checkpoints hold tensors and plain values only"
+            ) from None
 
 
 @contextlib.contextmanager
