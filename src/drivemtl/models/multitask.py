@@ -361,7 +361,8 @@ class MultiTaskNet(nn.Module):
         return self._schedules[key]
 
     def _heads_needed(self, tasks: Sequence[str]) -> set[str]:
-        return set(tasks)
+        """The requested tasks' heads and the support heads whose loss they carry."""
+        return set(tasks) | {name for name, owner in self.support_owner.items() if owner in tasks}
 
     def _run(self, stage: Stage, features: Features, batch: Batch | None, out: ModelOutputs):
         if stage.kind in ("backbone", "neck"):
