@@ -66,6 +66,10 @@ class Registry(Generic[T]):
         """Look up `name` and call it with the given arguments."""
         return self.get(name)(*args, **kwargs)  # type: ignore[operator]
 
+    def entries(self) -> dict[str, T]:
+        """Name -> entry, in registration order (a copy)."""
+        return dict(self._entries)
+
     def names(self) -> list[str]:
         """Sorted list of registered names."""
         return sorted(self._entries)

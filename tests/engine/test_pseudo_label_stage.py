@@ -169,6 +169,7 @@ def test_a_pseudo_label_stage_plans_before_its_labels_exist() -> None:
         "semantic_confidence": 0.35,
         "drivable_confidence": 0.3,
         "joint_score": 0.2,
+        "confidence": {},
     }
     # without a run directory, the student's label paths are relative to it
     assert units[2].data.sets["tag"].pseudo_labels == {

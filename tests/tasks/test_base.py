@@ -6,6 +6,7 @@ import pytest
 
 from drivemtl.config.loader import ConfigError
 from drivemtl.models.config import TaskConfig
+from drivemtl.structures.fields import task_fields
 from drivemtl.structures.sample import Sample
 from drivemtl.tasks import TASKS
 
@@ -22,7 +23,8 @@ def test_every_image_task_is_registered_with_its_group_and_fields() -> None:
     for name, group in IMAGE_TASKS.items():
         task = TASKS.get(name)
         assert task.name == name and task.group == group
-        assert task.fields and set(task.fields) <= sample_fields
+        declared = {f.name for f in task_fields(name)}
+        assert declared and declared <= sample_fields
         assert isinstance(task.metric, str) and task.metric
 
 

@@ -11,18 +11,15 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from drivemtl.config.base import StrictModel
-
-TASKS: tuple[str, ...] = (
-    "tagging", "semantic", "drivable", "lanes", "detection", "instance", "pose", "depth",
-    "normals", "edges", "mot", "mots", "flow",
-)  # fmt: skip
-VIDEO_TASKS: frozenset[str] = frozenset({"mot", "mots", "flow"})
+from drivemtl.structures.fields import known_tasks
 
 
 def _check_tasks(tasks: list[str]) -> list[str]:
-    unknown = [t for t in tasks if t not in TASKS]
+    """Task names must have declared data fields (built-in, or a plug-in imported before)."""
+    known = known_tasks()
+    unknown = [t for t in tasks if t not in known]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
+        raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(known)}")
     return tasks
 
 

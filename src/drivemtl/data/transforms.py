@@ -18,6 +18,7 @@ from torch import Tensor
 
 from drivemtl.data.config import TransformConfig
 from drivemtl.structures.bdd import POSE_FLIP_PAIRS
+from drivemtl.structures.fields import DataField, fields_of_kind
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.sample import LaneLine, Sample
 
@@ -94,6 +95,21 @@ class Resize:
         return f"Resize(heights={self.heights}, max_width={self.max_width})"
 
 
+def _resize_field(
+    value: Tensor, spec: DataField, new: tuple[int, int], scale: tuple[float, float]
+) -> Tensor:
+    """One dense map resized by its declaration (nearest or bilinear; pixel vectors scaled)."""
+    if spec.resize == "bilinear":
+        x = value[None, None] if value.ndim == 2 else value[None]
+        out = F.interpolate(x.float(), size=new, mode="bilinear", align_corners=False)
+        out = (out[0, 0] if value.ndim == 2 else out[0]).to(value.dtype)
+    else:
+        out = _resize_nearest(value, new)
+    if spec.scale_with_size:
+        out = out * torch.tensor(scale, dtype=out.dtype)[:, None, None]
+    return out
+
+
 def resize_sample(s: Sample, new: tuple[int, int]) -> None:
     """Resize one sample in place to `new` = (H, W) (see `Resize`)."""
     h, w = s.size
@@ -101,13 +117,10 @@ def resize_sample(s: Sample, new: tuple[int, int]) -> None:
         return
     sy, sx = new[0] / h, new[1] / w
     s.image = F.interpolate(s.image[None], size=new, mode="bilinear", align_corners=False)[0]
-    for name in ("semantic", "drivable", "edges", "lanes", "depth", "normals", "flow_valid"):
-        value = getattr(s, name)
+    for spec in fields_of_kind("dense"):
+        value = s.get(spec.name)
         if value is not None:
-            setattr(s, name, _resize_nearest(value, new))
-    if s.flow is not None:
-        flow = _resize_nearest(s.flow, new)
-        s.flow = flow * torch.tensor([sx, sy], dtype=flow.dtype)[:, None, None]
+            s.set(spec.name, _resize_field(value, spec, new, (sx, sy)))
     if s.instances is not None:
         inst = s.instances
         inst.boxes = inst.boxes * torch.tensor([sx, sy, sx, sy], dtype=inst.boxes.dtype)
@@ -151,19 +164,10 @@ class RandomCrop:
 def crop_sample(s: Sample, y0: int, x0: int, ch: int, cw: int) -> None:
     """Crop one sample in place to rows y0..y0+ch, columns x0..x0+cw (see `RandomCrop`)."""
     s.image = s.image[:, y0 : y0 + ch, x0 : x0 + cw].contiguous()
-    for name in (
-        "semantic",
-        "drivable",
-        "edges",
-        "lanes",
-        "depth",
-        "normals",
-        "flow",
-        "flow_valid",
-    ):
-        value = getattr(s, name)
+    for spec in fields_of_kind("dense"):
+        value = s.get(spec.name)
         if value is not None:
-            setattr(s, name, value[..., y0 : y0 + ch, x0 : x0 + cw].contiguous())
+            s.set(spec.name, value[..., y0 : y0 + ch, x0 : x0 + cw].contiguous())
     if s.instances is not None:
         s.instances = _crop_instances(s.instances, y0, x0, ch, cw)
     if s.lane_lines is not None:
@@ -216,22 +220,23 @@ class RandomFlip:
         return f"RandomFlip(p={self.p})"
 
 
+def _flip_field(value: Tensor, spec: DataField) -> Tensor:
+    """One dense map mirrored left-right; `negate_x` fields also negate channel 0 (x)."""
+    out = value.flip(-1)
+    if spec.flip == "negate_x":
+        out = out.clone()
+        out[0] = -out[0]
+    return out
+
+
 def flip_sample(s: Sample) -> None:
     """Mirror one sample in place (x -> W - x in continuous pixel coordinates)."""
     w = s.size[1]
     s.image = s.image.flip(-1)
-    for name in ("semantic", "drivable", "edges", "lanes", "depth", "flow_valid"):
-        value = getattr(s, name)
-        if value is not None:
-            setattr(s, name, value.flip(-1))
-    if s.normals is not None:
-        normals = s.normals.flip(-1).clone()
-        normals[0] = -normals[0]
-        s.normals = normals
-    if s.flow is not None:
-        flow = s.flow.flip(-1).clone()
-        flow[0] = -flow[0]
-        s.flow = flow
+    for spec in fields_of_kind("dense"):
+        value = s.get(spec.name)
+        if value is not None and spec.flip != "none":
+            s.set(spec.name, _flip_field(value, spec))
     if s.instances is not None:
         inst = s.instances
         boxes = inst.boxes.clone()

@@ -1,10 +1,10 @@
 """Writers of the canonical format: predictions (and pseudo labels) as Scalabel frames + bitmasks.
 
 Boxes, instance masks (RLE), poses (graph nodes), track ids and tags go into the Scalabel frames;
-dense maps go into BDD100K bitmask PNGs named after the frame (`<stem>.png`) so that
-`drivemtl eval-files` and the official toolkit can score them:
-`masks/sem_seg`, `masks/drivable`, `masks/lane` (one-byte lane encoding), `masks/ins_seg` (RGBA),
-and KITTI-style 16-bit `depth/` and `normals/` PNGs.
+dense maps go into PNGs named after the frame (`<stem>.png`), in the folder and encoding their
+data field declares (`structures.fields`), so that `drivemtl eval-files` and the official toolkit
+can score them: `masks/sem_seg`, `masks/drivable`, `masks/lane` (one-byte lane encoding),
+`masks/ins_seg` (RGBA), and KITTI-style 16-bit `depth/` and `normals/` PNGs.
 """
 
 from __future__ import annotations
@@ -17,26 +17,15 @@ import numpy as np
 from torch import Tensor
 
 from drivemtl.data.bitmasks import mask_to_rle
-from drivemtl.data.png_codecs import (
-    encode_depth,
-    encode_instance_rgba,
-    encode_lane_byte,
-    encode_normals,
-    write_png,
-)
+from drivemtl.data.field_codecs import codec_of
+from drivemtl.data.png_codecs import encode_instance_rgba, write_png
 from drivemtl.structures.bdd import DETECTION_CLASSES_10, POSE_JOINTS, TAG_ATTRIBUTES
+from drivemtl.structures.fields import fields_of_kind
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.predictions import FramePrediction
 from drivemtl.structures.scalabel import Box2D, Frame, Graph, Label, Node, save_frames
 
-MASK_FOLDERS = {
-    "semantic": "masks/sem_seg",
-    "drivable": "masks/drivable",
-    "lanes": "masks/lane",
-    "instance": "masks/ins_seg",
-    "depth": "depth",
-    "normals": "normals",
-}
+INSTANCE_FOLDER = "masks/ins_seg"  # RGBA instance bitmasks (official BDD100K prediction layout)
 
 
 def _np(value: Tensor) -> np.ndarray:
@@ -138,30 +127,25 @@ def _stem(name: str) -> str:
 
 
 def write_dense(prediction: FramePrediction, out_dir: Path) -> list[Path]:
-    """Write the frame's dense predictions as BDD bitmasks / 16-bit PNGs; returns the files."""
+    """Write the frame's dense predictions as BDD bitmasks / 16-bit PNGs; returns the files.
+
+    Every declared dense field with a `prediction_path` that the prediction carries is encoded
+    with its codec into `<prediction_path>/<stem>.png`; instance masks go into one RGBA bitmask.
+    """
     stem = _stem(prediction.meta.name)
     written = []
 
-    def put(kind: str, array: np.ndarray) -> None:
-        path = out_dir / MASK_FOLDERS[kind] / f"{stem}.png"
+    def put(folder: str, array: np.ndarray) -> None:
+        path = out_dir / folder / f"{stem}.png"
         write_png(path, array)
         written.append(path)
 
-    if prediction.semantic is not None:
-        put("semantic", _np(prediction.semantic).astype(np.uint8))
-    if prediction.drivable is not None:
-        put("drivable", _np(prediction.drivable).astype(np.uint8))
-    if prediction.lanes is not None:
-        lanes = _np(prediction.lanes).astype(np.int64)
-        foreground = lanes[0] > 0
-        category = np.where(foreground, lanes[0] - 1, -1)
-        put("lanes", encode_lane_byte(category, lanes[1] == 2, lanes[2] == 2))
+    for spec in fields_of_kind("dense"):
+        value = prediction.get(spec.name)
+        if value is not None and spec.prediction_path is not None:
+            put(spec.prediction_path, codec_of(spec).encode(_np(value), spec))
     if prediction.instances is not None and prediction.instances.masks is not None:
-        put("instance", _instance_bitmask(prediction.instances))
-    if prediction.depth is not None:
-        put("depth", encode_depth(_np(prediction.depth)))
-    if prediction.normals is not None:
-        put("normals", encode_normals(_np(prediction.normals)))
+        put(INSTANCE_FOLDER, _instance_bitmask(prediction.instances))
     return written
 
 

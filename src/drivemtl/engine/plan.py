@@ -35,11 +35,11 @@ from drivemtl.engine.stages import (
 )
 from drivemtl.engine.units import (
     PSEUDO_CARD,
-    PSEUDO_TASKS,
     MergePlan,
     PseudoLabelPlan,
     StagePlan,
     Unit,
+    pseudo_tasks,
     unit_path,
 )
 
@@ -410,13 +410,13 @@ class StageRequest:
         if self.stage.tasks is None:
             raise RecipeError(
                 f"{self.where}: name the tasks to pseudo-label (`tasks: [...]`; "
-                f"supported: {', '.join(PSEUDO_TASKS)})"
+                f"supported: {', '.join(pseudo_tasks())})"
             )
-        bad = [t for t in self.tasks if t not in PSEUDO_TASKS]
+        bad = [t for t in self.tasks if t not in pseudo_tasks()]
         if bad:
             raise RecipeError(
                 f"{self.where}: tasks {bad} cannot be pseudo-labelled "
-                f"(supported: {', '.join(PSEUDO_TASKS)})"
+                f"(supported: {', '.join(pseudo_tasks())})"
             )
         provided = _set_tasks(self.run_data)
         labels: dict[str, list[str]] = {}

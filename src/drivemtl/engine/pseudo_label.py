@@ -18,16 +18,17 @@ run directory (same layout and card).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import yaml
 from torch import nn
 
 from drivemtl.data import build_dataset, build_transforms
+from drivemtl.data.field_codecs import codec_of
+from drivemtl.data.png_codecs import write_png
 from drivemtl.data.writers import prediction_to_frame
 from drivemtl.engine.checkpoint import load_into, load_weights
 from drivemtl.engine.plan import RecipeError
@@ -35,39 +36,42 @@ from drivemtl.engine.run_config import RunConfig
 from drivemtl.engine.units import (
     PSEUDO_CARD,
     PSEUDO_JSON_TASKS,
-    PSEUDO_MASK_TASKS,
-    PSEUDO_TASKS,
     pseudo_label_paths,
+    pseudo_mask_tasks,
+    pseudo_tasks,
 )
 from drivemtl.structures.batch import collate
 from drivemtl.structures.bdd import IGNORE_INDEX, THING_CLASSES
+from drivemtl.structures.fields import pseudo_mask_field
 from drivemtl.structures.predictions import FramePrediction
 from drivemtl.structures.scalabel import Frame, save_frames
 
 JSON_TASKS = PSEUDO_JSON_TASKS
-MASK_TASKS = PSEUDO_MASK_TASKS
-SUPPORTED = PSEUDO_TASKS
 
 
 @dataclass(frozen=True)
 class PseudoLabelRules:
     """Confidence thresholds of the teacher's predictions that become labels.
 
-    Mask tasks: pixels whose class probability is below `<task>_confidence` become ignore (255).
+    Class-map tasks: pixels whose class probability is below the task's threshold become ignore
+    (255): `semantic_confidence`, `drivable_confidence`, and `confidence[task]` for the other
+    (plug-in) mask tasks, whose default 0 writes the map unfiltered.
     """
 
     box_score: float = 0.5
     semantic_confidence: float = 0.3
     joint_score: float = 0.2
     drivable_confidence: float = 0.3
+    confidence: dict[str, float] = field(default_factory=dict)
 
     def mask_confidence(self, task: str) -> float:
-        """The pixel-confidence threshold of mask task `task` (one of MASK_TASKS)."""
-        if task not in MASK_TASKS:
-            raise ValueError(
-                f"no pixel-confidence rule for task '{task}' (mask tasks: {MASK_TASKS})"
-            )
-        return float(getattr(self, f"{task}_confidence"))
+        """The pixel-confidence threshold of mask task `task` (one of `pseudo_mask_tasks()`)."""
+        masks = pseudo_mask_tasks()
+        if task not in masks:
+            raise ValueError(f"no pixel-confidence rule for task '{task}' (mask tasks: {masks})")
+        if task in ("semantic", "drivable"):
+            return float(getattr(self, f"{task}_confidence"))
+        return float(self.confidence.get(task, 0.0))
 
 
 def confident_mask(
@@ -81,37 +85,41 @@ def confident_mask(
 
 
 def mask_label(pred: FramePrediction, task: str, rules: PseudoLabelRules) -> np.ndarray:
-    """The uint8 pseudo-label map of mask task `task` for one prediction.
+    """The pseudo-label PNG array of mask task `task` for one prediction.
 
-    Pixels below the task's confidence threshold become ignore (255). A prediction without the
-    task's confidence (`FramePrediction.<task>_confidence`) is an error unless the threshold is 0:
-    writing the map unfiltered would silently break the rules recorded in the card.
+    A class map's pixels below the task's confidence threshold become ignore (255). A class-map
+    prediction without its confidence (`<field>_confidence`) is an error unless the threshold is
+    0: writing the map unfiltered would silently break the rules recorded in the card. Other
+    maps (regression fields) are encoded as predicted.
     """
-    classes = getattr(pred, task)
-    if classes is None:
+    spec = pseudo_mask_field(task)
+    assert spec is not None
+    value = pred.get(spec.name)
+    if value is None:
         raise RecipeError(f"pseudo-label: frame {pred.meta.name}: the model predicted no {task}")
+    if spec.codec != "class_map":
+        return codec_of(spec).encode(value.detach().cpu().numpy(), spec)
     threshold = rules.mask_confidence(task)
-    confidence = getattr(pred, f"{task}_confidence")
+    name = f"{spec.name}_confidence"
+    confidence = pred.get(name)
     if confidence is None and threshold > 0:
         raise RecipeError(
             f"pseudo-label: frame {pred.meta.name}: the {task} prediction carries no confidence "
-            f"({task}_confidence), so the {task}_confidence rule ({threshold}) cannot be applied "
+            f"({name}), so the {task} confidence rule ({threshold}) cannot be applied "
             f"(set it to 0 to write the class map unfiltered)"
         )
-    return confident_mask(classes, confidence, threshold)
+    return confident_mask(value, confidence, threshold)
 
 
 def write_mask_labels(
     pred: FramePrediction, tasks: list[str], rules: PseudoLabelRules, set_dir: Path
 ) -> None:
     """Write the prediction's confident mask-task maps as `set_dir/masks/<task>/<frame>.png`."""
-    for task in MASK_TASKS:
-        if task not in tasks:
+    for task in tasks:
+        if pseudo_mask_field(task) is None:
             continue
         path = set_dir / "masks" / task / Path(pred.meta.name).with_suffix(".png")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), mask_label(pred, task, rules)):
-            raise OSError(f"pseudo-label: could not write {path}")
+        write_png(path, mask_label(pred, task, rules))
 
 
 def write_pseudo_labels(
@@ -156,11 +164,12 @@ def label_sets(
             f"pseudo-label: sets {unknown} are not in data.sets ({sorted(data.sets)})"
         )
     wanted = list(dict.fromkeys(t for tasks in labels.values() for t in tasks))
-    bad = [t for t in wanted if t not in SUPPORTED or t not in config.model.tasks]
+    supported = pseudo_tasks()
+    bad = [t for t in wanted if t not in supported or t not in config.model.tasks]
     if bad:
         raise RecipeError(
             f"pseudo-label: tasks {bad} cannot be pseudo-labelled by this model "
-            f"(supported: {list(SUPPORTED)}; model tasks: {list(config.model.tasks)})"
+            f"(supported: {list(supported)}; model tasks: {list(config.model.tasks)})"
         )
     model, teacher_name = _teacher_model(config, teacher)
     model.eval().to(device)

@@ -495,6 +495,10 @@ class PseudoLabelOptions(StageKindOptions):
         0.3, ge=0.0, le=1.0, description="drivable pixels below this confidence become ignore"
     )
     joint_score: float = Field(0.2, ge=0.0, le=1.0, description="drop pose joints below this")
+    confidence: dict[str, float] = Field(
+        default_factory=dict,
+        description="pixel-confidence threshold of other (plug-in) class-map tasks (default 0)",
+    )
     skip_labelled: bool = Field(
         True, description="label a set only for the tasks it carries no labels for"
     )
@@ -504,6 +508,12 @@ class PseudoLabelOptions(StageKindOptions):
 def pseudo_label(options: PseudoLabelOptions, request: StageRequest) -> list[Unit]:
     """One unit: the teacher labels the stage's sets for its tasks."""
     rules = options.model_dump(
-        include={"box_score", "semantic_confidence", "drivable_confidence", "joint_score"}
+        include={
+            "box_score",
+            "semantic_confidence",
+            "drivable_confidence",
+            "joint_score",
+            "confidence",
+        }
     )
     return [request.label(options.teacher, rules, skip_labelled=options.skip_labelled)]

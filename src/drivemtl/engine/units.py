@@ -33,6 +33,7 @@ from drivemtl.data import DataConfig
 from drivemtl.engine.config import StageConfig
 from drivemtl.engine.stages import FreezePlan, OptimizerGroup
 from drivemtl.log import get_logger
+from drivemtl.structures.fields import known_tasks, pseudo_mask_field
 
 if TYPE_CHECKING:
     from drivemtl.engine.trainer import RunContext
@@ -43,8 +44,16 @@ WEIGHTS = "weights.safetensors"
 LABELS_DIR = "pseudo_labels"
 PSEUDO_CARD = "pseudo_labels.yaml"
 PSEUDO_JSON_TASKS = ("tagging", "detection", "pose")
-PSEUDO_MASK_TASKS = ("semantic", "drivable")
-PSEUDO_TASKS = PSEUDO_JSON_TASKS + PSEUDO_MASK_TASKS
+
+
+def pseudo_mask_tasks() -> tuple[str, ...]:
+    """Tasks whose pseudo labels are PNG maps: one dense field declared with `pseudo_labels`."""
+    return tuple(t for t in known_tasks() if pseudo_mask_field(t) is not None)
+
+
+def pseudo_tasks() -> tuple[str, ...]:
+    """Every task a teacher can pseudo-label: the Scalabel JSON tasks and the mask tasks."""
+    return PSEUDO_JSON_TASKS + pseudo_mask_tasks()
 
 
 def unit_path(index: int, name: str) -> Path:
@@ -154,7 +163,7 @@ class PseudoLabelPlan(Unit):
 
     teacher: str = "scratch"
     labels: dict[str, list[str]] = field(default_factory=dict)
-    rules: dict[str, float] = field(default_factory=dict)
+    rules: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 4
 
     def reads(self) -> list[str]:

@@ -9,6 +9,7 @@ import numpy as np
 from torch import Tensor
 
 from drivemtl.structures.bdd import DETECTION_CLASSES_10, POSE_SKELETON, TAG_ATTRIBUTES
+from drivemtl.structures.fields import FIELDS
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.palette import (
     DRIVABLE_PALETTE,
@@ -208,4 +209,26 @@ def draw_panels(image: np.ndarray, prediction: FramePrediction) -> dict[str, np.
         canvas = image.copy()
         draw_tags(canvas, prediction.tags, prediction.tag_scores)
         panels["tagging"] = canvas
+    for name, value in prediction.extras.items():
+        spec = FIELDS.get(name) if name in FIELDS else None
+        if spec is not None and spec.is_dense and spec.visual is not None:
+            panels[name] = field_panel(_np(value), spec.visual)
     return {name: np.ascontiguousarray(panel) for name, panel in panels.items()}
+
+
+def field_panel(value: np.ndarray, visual: str) -> np.ndarray:
+    """RGB picture of a plug-in field's map by its declared `visual`: `classes` (ids coloured by
+    the instance palette, 0 black), `scalar` (min..max on a colour map) or `vector` (first three
+    channels in -1..1 as RGB)."""
+    if visual == "classes":
+        ids = value.astype(np.int64)
+        out = np.stack([instance_colour(int(i)) for i in range(int(ids.max()) + 1)])[ids]
+        out[ids == 0] = 0
+        return out.astype(np.uint8)
+    if visual == "scalar":
+        low, high = float(np.min(value)), float(np.max(value))
+        scaled = (value - low) / (high - low) if high > low else np.zeros_like(value)
+        coloured = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+        return np.ascontiguousarray(coloured[..., ::-1])
+    vectors = np.moveaxis(value[:3], 0, -1)
+    return np.clip((vectors + 1.0) * 127.5, 0, 255).astype(np.uint8)

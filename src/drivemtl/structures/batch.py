@@ -4,39 +4,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from drivemtl.structures.bdd import IGNORE_INDEX
+from drivemtl.structures.fields import FIELDS, DataField, FieldAccess
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.sample import LaneLine, Sample, SampleMeta
 
-# Dense fields of Sample with their channel count (0 = [H, W]), dtype and padding / missing value.
-# Class maps travel as uint8 (ids < 255, 255 = ignore): 8x less to copy from loader workers than
-# int64; losses widen them on the device (`tasks.base.require_target`).
-DENSE_FIELDS: dict[str, tuple[int, torch.dtype, float]] = {
-    "semantic": (0, torch.uint8, IGNORE_INDEX),
-    "drivable": (0, torch.uint8, IGNORE_INDEX),
-    "lanes": (3, torch.uint8, IGNORE_INDEX),
-    "edges": (0, torch.uint8, IGNORE_INDEX),
-    "depth": (0, torch.float32, 0.0),
-    "normals": (3, torch.float32, 0.0),
-    "flow": (2, torch.float32, 0.0),
-    "flow_valid": (0, torch.bool, False),
-}
-
 
 @dataclass
-class Batch:
+class Batch(FieldAccess):
     """B samples padded to one size (bottom / right padding, so coordinates are unchanged).
 
     images: [B, 3, H, W] float; image_sizes: each sample's (h, w) before padding. Dense targets are
     [B, H, W] or [B, C, H, W], filled with their ignore value where a sample lacks the label or
-    where it is padding (class maps are uint8 with 255 = ignore); tags: [B, 3] (255 = unknown). instances and lane_lines are per-sample
-    lists (None entries for unlabelled samples). labeled[task] is a [B] bool tensor saying which
-    samples carry that task's labels. `references[t]` is the batch of every sample's t-th reference
-    frame (clips of video tasks; empty for frames read alone).
+    where it is padding (class maps are uint8 with 255 = ignore); tags: [B, 3] (255 = unknown).
+    instances and lane_lines are per-sample lists (None entries for unlabelled samples). labeled[task] is a [B] bool tensor saying which
+    samples carry that task's labels. Plug-in tasks' fields (`structures.fields`) are in `extras`,
+    collated by their declarations like the built-in ones. `references[t]` is the batch of every
+    sample's t-th reference frame (clips of video tasks; empty for frames read alone).
     """
 
     images: Tensor
@@ -54,6 +42,7 @@ class Batch:
     flow: Tensor | None = None
     flow_valid: Tensor | None = None
     tags: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
     references: list[Batch] = field(default_factory=list, repr=False)
 
     @property
@@ -85,6 +74,8 @@ class Batch:
                 value = value.to(device)
             elif f.name == "labeled":
                 value = {k: v.to(device) for k, v in value.items()}
+            elif f.name == "extras":
+                value = {k: _move(v, device) for k, v in value.items()}
             elif f.name == "instances":
                 value = [None if inst is None else inst.to(device) for inst in value]
             elif f.name == "references":
@@ -102,17 +93,43 @@ def _padded_size(sizes: list[tuple[int, int]], size_divisor: int) -> tuple[int, 
     return h, w
 
 
-def _stack_dense(samples: list[Sample], name: str, pad_hw: tuple[int, int]) -> Tensor | None:
-    values = [getattr(s, name) for s in samples]
+def _move(value: Any, device: torch.device | str) -> Any:
+    """A tensor (or per-sample list of tensors / objects with `.to`) on `device`."""
+    if isinstance(value, list):
+        return [v if v is None or not hasattr(v, "to") else v.to(device) for v in value]
+    return value.to(device) if hasattr(value, "to") else value
+
+
+def _stack(samples: list[Sample], spec: DataField, pad_hw: tuple[int, int]) -> Tensor | None:
+    """The [B, ...] tensor of a dense or sequence field, `spec.ignore` where absent or padded."""
+    values = [s.get(spec.name) for s in samples]
     if all(v is None for v in values):
         return None
-    channels, dtype, fill = DENSE_FIELDS[name]
-    shape = (len(samples), channels, *pad_hw) if channels else (len(samples), *pad_hw)
-    out = torch.full(shape, fill, dtype=dtype)
+    if spec.kind == "sequence":
+        shape: tuple[int, ...] = (len(samples), spec.channels)
+    else:
+        shape = (len(samples), *spec.shape(*pad_hw))
+    out = torch.full(shape, spec.ignore, dtype=spec.dtype)
     for i, value in enumerate(values):
-        if value is not None:
+        if value is None:
+            continue
+        if spec.kind == "sequence":
+            out[i] = value.to(spec.dtype)
+        else:
             h, w = value.shape[-2:]
-            out[i, ..., :h, :w] = value.to(dtype)
+            out[i, ..., :h, :w] = value.to(spec.dtype)
+    return out
+
+
+def _collate_fields(samples: list[Sample], pad_hw: tuple[int, int]) -> dict[str, Any]:
+    """Every declared field: dense and sequence fields stacked (None when no sample carries
+    them), instances and lines listed per sample (None entries where a sample lacks them)."""
+    out: dict[str, Any] = {}
+    for spec in FIELDS.entries().values():
+        if spec.kind in ("dense", "sequence"):
+            out[spec.name] = _stack(samples, spec, pad_hw)
+        else:
+            out[spec.name] = [s.get(spec.name) for s in samples]
     return out
 
 
@@ -144,22 +161,15 @@ def collate(samples: list[Sample], size_divisor: int = 32) -> Batch:
         images[i, :, :h, :w] = sample.image
     task_names = sorted(set().union(*(s.tasks for s in samples)))
     labeled = {t: torch.tensor([s.has(t) for s in samples], dtype=torch.bool) for t in task_names}
-    tags = None
-    if any(s.tags is not None for s in samples):
-        tags = torch.full((len(samples), 3), IGNORE_INDEX, dtype=torch.int64)
-        for i, sample in enumerate(samples):
-            if sample.tags is not None:
-                tags[i] = sample.tags
-    dense = {name: _stack_dense(samples, name, pad_hw) for name in DENSE_FIELDS}
-    references = _collate_references(samples, size_divisor)
-    return Batch(
+    batch = Batch(
         images=images,
         image_sizes=sizes,
         metas=[s.meta for s in samples],
         labeled=labeled,
-        instances=[s.instances for s in samples],
-        lane_lines=[s.lane_lines for s in samples],
-        tags=tags,
-        references=references,
-        **dense,
+        instances=[],
+        lane_lines=[],
+        references=_collate_references(samples, size_divisor),
     )
+    for name, value in _collate_fields(samples, pad_hw).items():
+        batch.set(name, value)
+    return batch

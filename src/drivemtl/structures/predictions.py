@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
+from drivemtl.structures.fields import FieldAccess
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.sample import LaneLine, SampleMeta
 
 
 @dataclass
-class FramePrediction:
+class FramePrediction(FieldAccess):
     """Every task's prediction for one frame; a field is None when that task was not run.
 
     tags / tag_scores: [3] class index and probability per attribute (weather, scene, timeofday).
@@ -20,7 +22,8 @@ class FramePrediction:
     lanes: [3, H, W] (category, direction, style with 0 = background). detections: boxes +
     classes + scores (+ masks for instance segmentation, keypoints for pose, track_ids for
     tracking). depth [H, W] metres, normals [3, H, W] unit vectors, edges [H, W] probability,
-    flow [2, H, W] pixels.
+    flow [2, H, W] pixels. A plug-in task's predictions live in `extras` under its field names
+    (read like attributes; `<field>_confidence` beside a class map, for pseudo labels).
     """
 
     meta: SampleMeta
@@ -39,3 +42,4 @@ class FramePrediction:
     normals: Tensor | None = None
     edges: Tensor | None = None
     flow: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)

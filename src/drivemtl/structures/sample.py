@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from drivemtl.structures.fields import FIELDS, FieldAccess, fields_of_kind
 from drivemtl.structures.instances import Instances
 
 
@@ -48,7 +50,7 @@ class LaneLine:
 
 
 @dataclass
-class Sample:
+class Sample(FieldAccess):
     """An image with optional targets for every task; `tasks` names the tasks it is labelled for.
 
     image: [3, H, W] float32 RGB in 0..255 until normalisation. Dense class maps are int64 with
@@ -74,6 +76,7 @@ class Sample:
     flow: Tensor | None = None
     flow_valid: Tensor | None = None
     tags: Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
     references: list[Sample] = field(default_factory=list, repr=False)
 
     @property
@@ -92,21 +95,25 @@ class Sample:
         return int(self.image.shape[-2]), int(self.image.shape[-1])
 
     def check(self) -> None:
-        """Raise ValueError naming the frame if a dense target does not match the image size."""
+        """Raise ValueError naming the frame if a field does not have its declared shape."""
         h, w = self.size
-        for name in ("semantic", "drivable", "depth", "edges", "flow_valid"):
-            value = getattr(self, name)
-            if value is not None and tuple(value.shape[-2:]) != (h, w):
+        for spec in fields_of_kind("dense"):
+            value = self.get(spec.name)
+            if value is not None and tuple(value.shape) != spec.shape(h, w):
+                expected = f"expected {spec.shape(h, w)}" if spec.channels else f"image is {(h, w)}"
                 raise ValueError(
-                    f"frame {self.meta.name}: {name} is {tuple(value.shape[-2:])}, image is {(h, w)}"
+                    f"frame {self.meta.name}: {spec.name} is {tuple(value.shape)}, {expected}"
                 )
-        for name, channels in (("lanes", 3), ("normals", 3), ("flow", 2)):
-            value = getattr(self, name)
-            if value is not None and tuple(value.shape) != (channels, h, w):
+        for spec in fields_of_kind("sequence"):
+            value = self.get(spec.name)
+            if value is not None and tuple(value.shape) != (spec.channels,):
                 raise ValueError(
-                    f"frame {self.meta.name}: {name} is {tuple(value.shape)}, "
-                    f"expected {(channels, h, w)}"
+                    f"frame {self.meta.name}: {spec.name} is {tuple(value.shape)}, "
+                    f"expected {(spec.channels,)}"
                 )
+        unknown = sorted(set(self.extras) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"frame {self.meta.name}: undeclared data field(s) {unknown}")
         if self.instances is not None and self.instances.masks is not None:
             masks = self.instances.masks
             if len(self.instances) and tuple(masks.shape[-2:]) != (h, w):

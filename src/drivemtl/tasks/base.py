@@ -1,9 +1,12 @@
 """The task plug-in interface and the `TASKS` registry.
 
-A task names the `Sample` fields it needs, its group and kind, its targets, how its decoded head
-outputs become typed predictions in original-image coordinates, and its metric. Its head comes
-from a head family (`drivemtl.tasks.families`) chosen by `model.tasks.<task>.head.type`, which
-brings the module and the criterion. Adding a task is one module plus a registry entry.
+A task names its group and kind, its targets, how its decoded head outputs become typed
+predictions in original-image coordinates, and its metric. The `Sample` fields its labelled
+frames carry are declared by name with `drivemtl.structures.fields.declare_task` (kind, channels,
+dtype, ignore value, transform rules, reader path and codec), from which collate, transforms,
+readers and writers work. Its head comes from a head family (`drivemtl.tasks.families`) chosen by
+`model.tasks.<task>.head.type`, which brings the module and the criterion. Adding a task is one
+module plus its registry entries.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from drivemtl.models.config import TaskConfig
 from drivemtl.models.features import FeatureSpec
 from drivemtl.registry import Registry
 from drivemtl.structures.batch import Batch
+from drivemtl.structures.fields import TASK_FIELDS, DataField, task_fields
 from drivemtl.structures.predictions import FramePrediction
 from drivemtl.tasks.families.base import (
     HEAD_FAMILIES,
@@ -43,7 +47,8 @@ def head_options_class(family: type[HeadFamily], extras: type[BaseModel] | None)
 class Task:
     """Base class of a task plug-in; subclasses set the class attributes and `predictions`.
 
-    name / group / kind / fields / metric describe the task; `default_head` is the head family
+    name / group / kind / metric describe the task (its data fields are declared under its name,
+    `data_fields`); `default_head` is the head family
     used when the config names none; `Extras` is the pydantic model of task-specific head options
     (class lists, decoding thresholds) validated together with the family's own options.
     """
@@ -51,12 +56,16 @@ class Task:
     name: ClassVar[str]
     group: ClassVar[TaskGroup]
     kind: ClassVar[TaskKind]
-    fields: ClassVar[tuple[str, ...]]
     metric: ClassVar[str]
     default_head: ClassVar[str]
     Extras: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, config: TaskConfig | None = None) -> None:
+        if self.name not in TASK_FIELDS:
+            raise ConfigError(
+                f"task {self.name!r} declares no data fields: call "
+                f"drivemtl.structures.fields.declare_task({self.name!r}, ...) in its module"
+            )
         config = config if config is not None else TaskConfig()
         self.loss_weight = float(config.loss_weight)
         head = dict(config.head)
@@ -81,6 +90,11 @@ class Task:
                 f"of kind {self.kind!r}; known: {', '.join(known) or '(none registered)'}"
             )
         return HEAD_FAMILIES.get(name)
+
+    @property
+    def data_fields(self) -> tuple[DataField, ...]:
+        """The declared data fields of this task's labelled samples."""
+        return task_fields(self.name)
 
     @property
     def needs(self) -> tuple[str, ...]:

@@ -35,7 +35,6 @@ class DepthTask(DenseTask):
 
     name = "depth"
     group = "geometry"
-    fields = ("depth",)
     metric = "RMSE"
     Extras = DepthOptions
 

@@ -37,7 +37,6 @@ class DetectionTask(Task):
     name = "detection"
     group = "localization"
     kind = "boxes"
-    fields = ("instances",)
     metric = "AP"
     default_head = "two_stage"
     Extras = DetectionExtras

@@ -15,7 +15,6 @@ class DrivableTask(SemanticTask):
     """Per-pixel classification into DRIVABLE_CLASSES (255 = ignore)."""
 
     name = "drivable"
-    fields = ("drivable",)
     metric = "mIoU"
     classes = DRIVABLE_CLASSES
     target_field = "drivable"

@@ -17,7 +17,6 @@ class EdgesTask(DenseTask):
 
     name = "edges"
     group = "geometry"
-    fields = ("edges",)
     metric = "F1"
 
     def branches(self) -> dict[str, int]:

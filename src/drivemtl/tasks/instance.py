@@ -33,7 +33,6 @@ class InstanceTask(Task):
     name = "instance"
     group = "localization"
     kind = "roi_masks"
-    fields = ("instances",)
     metric = "AP"
     default_head = "mask_rcnn"
     Extras = InstanceExtras

@@ -39,7 +39,6 @@ class LanesTask(DenseTask):
 
     name = "lanes"
     group = "segmentation"
-    fields = ("lanes",)
     metric = "F-score"
     Extras = LaneOptions
 

@@ -18,7 +18,6 @@ class NormalsTask(DenseTask):
 
     name = "normals"
     group = "geometry"
-    fields = ("normals",)
     metric = "mean_angle"
 
     def branches(self) -> dict[str, int]:

@@ -43,7 +43,6 @@ class PoseTask(Task):
     name = "pose"
     group = "localization"
     kind = "roi_keypoints"
-    fields = ("instances",)
     metric = "AP"
     default_head = "keypoint_rcnn"
     Extras = PoseExtras

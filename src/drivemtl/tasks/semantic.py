@@ -18,7 +18,6 @@ class SemanticTask(DenseTask):
 
     name = "semantic"
     group = "segmentation"
-    fields = ("semantic",)
     metric = "mIoU"
     classes: tuple[str, ...] = SEMANTIC_CLASSES
     target_field = "semantic"

@@ -18,7 +18,6 @@ class TaggingTask(Task):
     name = "tagging"
     group = "classification"
     kind = "image"
-    fields = ("tags",)
     metric = "accuracy"
     default_head = "global_pool"
 

@@ -27,13 +27,13 @@ from drivemtl.data.bitmasks import (
 from drivemtl.data.categories import SEMANTIC_IGNORED_NAMES, CategoryConfig, get_categories
 from drivemtl.data.config import ImageSetConfig
 from drivemtl.data.errors import DataError
+from drivemtl.data.field_codecs import codec_of
 from drivemtl.data.io import check_size, read_png
-from drivemtl.data.png_codecs import decode_depth, decode_flow, decode_normals
+from drivemtl.data.png_codecs import decode_flow
 from drivemtl.data.readers.base import READERS, FrameRecord, ImageSetReader
 from drivemtl.data.readers.pseudo_merge import is_lane, is_object, merge_frame
 from drivemtl.log import get_logger
 from drivemtl.structures.bdd import (
-    DRIVABLE_CLASSES,
     IGNORE_INDEX,
     LANE_CATEGORIES,
     LANE_DIRECTIONS,
@@ -42,6 +42,7 @@ from drivemtl.structures.bdd import (
     SEMANTIC_CLASSES,
     TAG_ATTRIBUTES,
 )
+from drivemtl.structures.fields import task_fields
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.sample import LaneLine, Sample
 from drivemtl.structures.scalabel import (
@@ -54,17 +55,10 @@ from drivemtl.structures.scalabel import (
 
 INSTANCE_TASKS = frozenset({"detection", "mot", "instance", "mots", "pose"})
 JSON_TASKS = frozenset({"tagging", "detection", "mot", "pose"})
-MASK_DEFAULTS: dict[str, str] = {
-    "semantic": "masks/semantic",
-    "drivable": "masks/drivable",
-    "lanes": "masks/lanes",
-    "instance": "masks/instance",
-    "mots": "masks/instance",
-    "edges": "masks/edges",
-    "depth": "depth",
-    "flow": "flow",
-    "normals": "normals",
-}
+# Tasks this reader decodes itself; every other task's dense fields are read by their declared
+# path and codec (`structures.fields`, `data.field_codecs`).
+OWN_TASKS = INSTANCE_TASKS | {"tagging", "semantic", "lanes", "flow"}
+INSTANCE_MASK_FOLDER = "masks/instance"  # RGBA instance bitmasks of `instance` / `mots`
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LOG = get_logger(__name__)
 
@@ -118,13 +112,23 @@ class BDD100KReader(ImageSetReader):
         self.dense_dirs = {
             task: Path(str(cfg.pseudo_labels[task]))
             if task in cfg.pseudo_labels
-            else self.path(task, MASK_DEFAULTS[task])
-            for task in MASK_DEFAULTS
+            else self.path(task, default)
+            for task, default in self._mask_folders().items()
         }
         self.labels_path = self.path("labels", "labels.json")
         self.frames: list[Frame | None] = []
         self._index()
         self._track_ids = self._track_id_maps()
+
+    def _mask_folders(self) -> dict[str, str]:
+        """Task -> default folder of its PNG labels: instance bitmasks, and each set task's
+        dense field with a declared path."""
+        folders = {"instance": INSTANCE_MASK_FOLDER, "mots": INSTANCE_MASK_FOLDER}
+        for task in {"semantic", "lanes", "flow"} | self.tasks:
+            dense = [f for f in task_fields(task) if f.is_dense and f.path is not None]
+            if dense and task not in folders:
+                folders[task] = dense[0].path  # type: ignore[assignment]
+        return folders
 
     # ----------------------------------------------------------------------------- indexing
     def _uses_json(self, pseudo: frozenset[str] = frozenset()) -> bool:
@@ -332,19 +336,8 @@ class BDD100KReader(ImageSetReader):
                 sample.lanes = torch.from_numpy(decode_lanes(self.resize_dense(png, size, True)))
         if "semantic" in tasks:
             sample.semantic = self._semantic(record, labels, orig, size, where)
-        if "drivable" in tasks:
-            png = self._read_mask("drivable", record, orig, np.uint8, 1)
-            drivable = decode_class_map(self.resize_dense(png, size, True), len(DRIVABLE_CLASSES))
-            sample.drivable = torch.from_numpy(drivable)
-        if "edges" in tasks:
-            png = self._read_mask("edges", record, orig, np.uint8, 1)
-            sample.edges = torch.from_numpy(self.resize_dense(png, size, True).astype(np.int64))
-        if "depth" in tasks:
-            png = self._read_mask("depth", record, orig, np.uint16, 1)
-            sample.depth = torch.from_numpy(decode_depth(self.resize_dense(png, size, True)))
-        if "normals" in tasks:
-            png = self._read_mask("normals", record, orig, np.uint16, 3)
-            sample.normals = torch.from_numpy(decode_normals(self.resize_dense(png, size, True)))
+        for task in sorted(tasks - OWN_TASKS):
+            self._read_fields(sample, task, record, orig, size)
         if "flow" in tasks:
             flow_path = self._label_file("flow", record)
             if not flow_path.is_file() and self._is_last_of_video(index):
@@ -358,6 +351,28 @@ class BDD100KReader(ImageSetReader):
                 sample.flow_valid = torch.from_numpy(valid)
         sample.tasks = frozenset(tasks)
         return sample
+
+    def _read_fields(
+        self,
+        sample: Sample,
+        task: str,
+        record: FrameRecord,
+        orig: tuple[int, int],
+        size: tuple[int, int],
+    ) -> None:
+        """Read `task`'s dense field from its PNG by the declared codec (resized nearest)."""
+        dense = [f for f in task_fields(task) if f.is_dense]
+        if len(dense) != 1 or dense[0].codec is None:
+            raise DataError(
+                self.labels_path.parent, record.name,
+                f"task {task!r}: the BDD100K reader reads one dense field with a codec per task; "
+                f"{task!r} declares {[f.name for f in dense]}",
+            )  # fmt: skip
+        spec = dense[0]
+        codec = codec_of(spec)
+        png = self._read_mask(task, record, orig, codec.dtype, codec.channels)
+        value = codec.decode(self.resize_dense(png, size, True), spec)
+        sample.set(spec.name, torch.from_numpy(np.ascontiguousarray(value)))
 
     @staticmethod
     def _resize_flow(
