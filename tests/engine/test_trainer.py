@@ -113,6 +113,8 @@ def test_resume_refuses_a_checkpoint_that_needs_unpickling_code(
     marker = tmp_path / "payload-ran"
     state["planted"] = _Payload(marker)
     torch.save(state, last)
-    with pytest.raises(CheckpointError, match=r"last\.ckpt: refused to resume from it: it holds objects"):
+    with pytest.raises(
+        CheckpointError, match=r"last\.ckpt: refused to resume from it: it holds objects"
+    ):
         run_recipe(config, out, resume=True, progress=False)
     assert not marker.exists()
