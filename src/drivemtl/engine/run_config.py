@@ -9,18 +9,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from drivemtl.config.base import StrictModel
 from drivemtl.config.loader import load_config
+from drivemtl.config.plugins import import_plugins
 from drivemtl.data.config import DataConfig
 from drivemtl.engine.config import RecipeConfig, TrainConfig
 from drivemtl.models.config import ModelConfig
 
 
 class RunConfig(StrictModel):
-    """Root of a DriveMTL configuration file."""
+    """Root of a DriveMTL configuration file.
 
+    `plugins` come first: they are imported before the other sections are validated, so the
+    tasks, data fields, heads or stage kinds they register can be named there.
+    """
+
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="plug-in modules (dotted names or .py files) imported before validation",
+    )
     name: str = "run"
     seed: int = 0
     output_dir: Path = Path("runs")
@@ -28,6 +37,12 @@ class RunConfig(StrictModel):
     recipe: RecipeConfig | None = Field(None, description="training stages (`drivemtl train`)")
     train: TrainConfig = Field(default_factory=TrainConfig)
     data: DataConfig | None = Field(None, description="image sets and sampling (`drivemtl.data`)")
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, plugins: list[str]) -> list[str]:
+        import_plugins(plugins)
+        return plugins
 
 
 def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
