@@ -15,7 +15,7 @@ from pathlib import Path
 import drivemtl
 
 ROOT = Path(drivemtl.__file__).resolve().parent
-BASE = {"errors", "log", "registry"}
+BASE = {"errors", "log", "outputs", "registry"}
 ALLOWED = {
     "config": BASE,
     "structures": BASE,

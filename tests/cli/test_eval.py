@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from drivemtl.cli.errors import UsageError
 from drivemtl.cli.eval import eval_model
-from drivemtl.data import build_dataset
+from drivemtl.data import DataError, build_dataset
 from drivemtl.data.synthetic import generate_dataset
 from drivemtl.engine.checkpoint import load_into, load_weights, save_weights
 from drivemtl.engine.run_config import load_run_config
@@ -163,3 +164,20 @@ def test_mismatched_checkpoint_is_one_line_naming_the_file(run: Path) -> None:
               "--sets", "nope"],
     )  # fmt: skip
     assert isinstance(result.exception, UsageError) and "known: detection" in str(result.exception)
+
+
+def test_eval_reports_skipped_frames_and_refuses_an_empty_label_file(
+    run: Path, tmp_path: Path
+) -> None:
+    root = Path(shutil.copytree(run / "ds" / "detection", tmp_path / "detection"))
+    bad = sorted((root / "images").rglob("*.jpg"))[1]
+    bad.write_bytes(b"not a JPEG")
+    args = ["eval", str(run / "run.yaml"), "--checkpoint", str(run / "w.safetensors"),
+            "--no-progress", "--set", f"data.sets.detection.root={root}"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--set", "data.on_error=skip"])
+    assert result.exit_code == 0, result.output
+    assert "frames: detection 3 (1 skipped), segmentation 2" in result.output
+    (root / "labels.json").write_text("[]")
+    result = CliRunner().invoke(app, args)
+    assert isinstance(result.exception, DataError)
+    assert str(result.exception) == f"{root / 'labels.json'}: no frames in the label JSON"

@@ -259,6 +259,70 @@ def test_on_error_skip_logs_and_counts(tmp_path, bdd_set, caplog):
     assert "x2 < x1" in text and "image not found" in text and "skipped 2 frame(s)" in text
 
 
+def test_on_error_skip_drops_bad_frames_for_evaluation(tmp_path, bdd_set, caplog):
+    from drivemtl.data import SAMPLERS, build_loader
+
+    bdd_set(tmp_path)
+    (tmp_path / "images/vid0000/vid0000-0000001.jpg").write_bytes(b"not a JPEG")
+    (tmp_path / "images/vid0001/vid0001-0000000.jpg").unlink()
+    cfg = _cfg(tmp_path, tasks=["detection"], on_error="skip")
+    ds = build_dataset(cfg, "val", drop_skipped=True)
+    assert ds[1] is None and ds.set_skipped("s") == 1
+    train = build_dataset(cfg)  # training still fills the batch with the next good frame
+    assert train[1].meta.name == "vid0000/vid0000-0000002.jpg"
+    loader = build_loader(ds, SAMPLERS.get("none")(ds, 3, drop_last=False), num_workers=0)
+    names = sorted(m.name for batch in loader for m in batch.metas)
+    assert names == [
+        "vid0000/vid0000-0000000.jpg", "vid0000/vid0000-0000002.jpg",
+        "vid0001/vid0001-0000001.jpg", "vid0001/vid0001-0000002.jpg",
+    ]  # fmt: skip
+    assert ds.set_skipped("s") == 3  # ds[1] above, then both bad frames in the pass
+    only_bad = build_loader(ds, [[1, 3]], num_workers=0)  # a batch of bad frames yields nothing
+    assert list(only_bad) == []
+
+
+def test_empty_label_json_names_the_file(tmp_path, bdd_set):
+    bdd_set(tmp_path)
+    frames = _labels(tmp_path)
+    _write_labels(tmp_path, [])
+    with pytest.raises(DataError, match=r"labels\.json: no frames in the label JSON$"):
+        build_dataset(_cfg(tmp_path, tasks=["detection"]))
+    for frame in frames[:2]:
+        frame["labels"][0]["box2d"] = {"x1": 10, "y1": 1, "x2": 5, "y2": 8}
+    _write_labels(tmp_path, frames[:2])
+    with pytest.raises(DataError, match=r"labels\.json: no valid frames \(2 skipped\) in the"):
+        build_dataset(_cfg(tmp_path, tasks=["detection"], on_error="skip"))
+
+
+def test_boxes_are_clipped_to_the_image_and_empty_ones_dropped(tmp_path, bdd_set, caplog):
+    bdd_set(tmp_path)  # images 40 x 24; label 0 is the car, label 1 the pedestrian with pose
+    frames = _labels(tmp_path)
+    boxes = [
+        (-5, -3, 10, 30),  # 0: partly outside: clipped
+        (45, 2, 60, 10),  # 1: right of the image: dropped
+        (40, 2, 48, 10),  # 2: empty once clipped (x1 = x2 = 40): dropped
+        (-9, -9, -1, -1),  # 3: above-left of the image: dropped
+        (5, 5, 5, 10),  # 4: zero width: dropped
+    ]
+    for frame, box in zip(frames, boxes, strict=False):
+        frame["labels"][0]["box2d"] = dict(zip(("x1", "y1", "x2", "y2"), box, strict=True))
+    _write_labels(tmp_path, frames)
+    caplog.set_level(logging.WARNING, logger="drivemtl")
+    ds = build_dataset(_cfg(tmp_path, tasks=["detection", "pose"]))
+    inst = [ds[i].instances for i in range(6)]
+    assert inst[0].boxes[0].tolist() == [0.0, 0.0, 10.0, 24.0] and len(inst[0]) == 2
+    for k in (1, 2, 3, 4):
+        assert len(inst[k]) == 1 and inst[k].classes.tolist() == [0]  # the pedestrian is left
+        assert inst[k].keypoints.shape == (1, 18, 3) and inst[k].track_ids.tolist() == [1]
+    assert len(inst[5]) == 2
+    first = [r for r in caplog.records if "outside the image" in r.getMessage()]
+    assert len(first) == 1 and "vid0000-0000001.jpg" in first[0].getMessage()
+    assert ds.datasets[0].reader.dropped_boxes == 4
+    caplog.clear()
+    ds.report_skipped()
+    assert "set s: dropped 4 box(es) outside the image or empty after clipping" in caplog.text
+
+
 def test_pseudo_label_sources_replace_the_sets_labels(tmp_path, bdd_set):
     from drivemtl.data.png_codecs import write_png
 

@@ -140,3 +140,27 @@ def test_a_drivable_prediction_without_confidence_is_an_error_unless_unfiltered(
     assert unfiltered.tolist() == [[0, 1, 2]]
     pred.drivable_confidence = torch.tensor([[0.9, 0.1, 0.35]])
     assert mask_label(pred, "drivable", PseudoLabelRules()).tolist() == [[0, 255, 2]]
+
+
+def test_a_frame_skipped_for_bad_input_gets_no_label_and_no_neighbour_twice(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import drivemtl.models
+    from drivemtl.engine.pseudo_label import write_pseudo_labels
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "seg" / "images" / "img" / "seg003.jpg").write_bytes(b"not a jpeg")
+    config = make_config(data, [{"name": "teacher", "steps": 1}])
+    config.data.on_error = "skip"
+    checkpoint = save_weights({"weight": torch.ones(1)}, tmp_path / "teacher.safetensors")
+    monkeypatch.setattr(drivemtl.models, "build_model", lambda cfg: StubTeacher())
+    write_pseudo_labels(
+        config, checkpoint, ["seg", "tag"], ["semantic", "tagging"], tmp_path / "pl"
+    )
+    names = sorted(p.stem for p in (tmp_path / "pl" / "seg" / "masks" / "semantic").rglob("*.png"))
+    assert names == [f"seg{i:03d}" for i in range(8) if i != 3]
+    frames = yaml.safe_load((tmp_path / "pl" / "seg" / "labels.json").read_text())
+    assert [f["name"] for f in frames] == [f"img/seg{i:03d}.jpg" for i in range(8) if i != 3]

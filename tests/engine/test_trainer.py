@@ -1,4 +1,5 @@
-"""run_recipe end to end on CPU: exact resume (across a stage boundary), run directory, errors."""
+"""run_recipe end to end on CPU: exact resume (across a stage boundary and from the generation
+before a corrupt checkpoint), the run directory and what it refuses, errors."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from engine_fixtures import KillAt, SimulatedKill, make_config, same_weights
 from drivemtl.engine.checkpoint import CheckpointError, load_weights
 from drivemtl.engine.plan import RecipeError
 from drivemtl.engine.trainer import RunResult, run_recipe
+from drivemtl.outputs import OutputError
 
 STAGES = [
     {
@@ -118,3 +120,69 @@ def test_resume_refuses_a_checkpoint_that_needs_unpickling_code(
     ):
         run_recipe(config, out, resume=True, progress=False)
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_a_corrupt_last_checkpoint_falls_back_to_the_generation_before(
+    tiny_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(tiny_data, [STAGES[0]], deterministic=True, checkpoint_every_n_steps=1)
+    straight = run_recipe(config, tmp_path / "straight", progress=False)
+    out = tmp_path / "run"
+    with pytest.raises(SimulatedKill):
+        run_recipe(config, out, progress=False, callbacks=[KillAt("joint", 2)])
+    checkpoints = out / "stages" / "00-joint" / "checkpoints"
+    assert (checkpoints / "previous.ckpt").is_file()  # two generations are kept
+    data = (checkpoints / "last.ckpt").read_bytes()
+    (checkpoints / "last.ckpt").write_bytes(data[: len(data) // 2])  # a kill inside the write
+    with caplog.at_level("WARNING", logger="drivemtl"):
+        resumed = run_recipe(config, out, resume=True, progress=False)
+    assert "resuming from the generation before" in caplog.text
+    assert "corrupt checkpoint" in caplog.text
+    same_weights(straight.final_weights, resumed.final_weights)  # still exact
+
+    broken = tmp_path / "broken"
+    with pytest.raises(SimulatedKill):
+        run_recipe(config, broken, progress=False, callbacks=[KillAt("joint", 1)])
+    checkpoints = broken / "stages" / "00-joint" / "checkpoints"
+    (checkpoints / "last.ckpt").write_bytes(b"")
+    (checkpoints / "previous.ckpt").unlink(missing_ok=True)
+    with pytest.raises(CheckpointError, match=r"cannot resume: .*last\.ckpt: empty file"):
+        run_recipe(config, broken, resume=True, progress=False)
+
+
+def test_run_folders_that_are_not_runs_are_left_alone(tiny_data: Path, tmp_path: Path) -> None:
+    config = make_config(tiny_data, [{**STAGES[0], "steps": 1}])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my own notes\n")
+    with pytest.raises(RecipeError, match=r"not empty \(config\.yaml.*pass --overwrite"):
+        run_recipe(config, mine, progress=False)
+    assert (mine / "config.yaml").read_text() == "my own notes\n"
+    run_recipe(config, mine, progress=False, overwrite=True)
+    assert (mine / "final.safetensors").is_file()
+
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        run_recipe(config, mine / "config.yaml", progress=False)
+    with pytest.raises(OutputError, match=r"config\.yaml is a file, so the folder cannot"):
+        run_recipe(config, mine / "config.yaml" / "run", progress=False)
+
+    (mine / "run.json").write_text('{"stages": {')
+    with pytest.raises(RecipeError, match=r"run\.json: corrupt run record"):
+        run_recipe(config, mine, resume=True, progress=False)
+
+
+def test_a_failed_start_leaves_nothing_and_blocks_no_rerun(tiny_data: Path, tmp_path: Path):
+    too_big = make_config(tiny_data, [{**STAGES[0], "steps": 1, "batch_size": 64}])
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RecipeError, match="give no batch"):
+        run_recipe(too_big, fresh, progress=False)
+    assert not fresh.exists()  # the folder this call created is gone again
+
+    given = tmp_path / "given"
+    given.mkdir()
+    with pytest.raises(RecipeError, match="give no batch"):
+        run_recipe(too_big, given, progress=False)
+    assert (given / "run.json").is_file()
+    good = make_config(tiny_data, [{**STAGES[0], "steps": 1}])
+    assert run_recipe(good, given, progress=False).final_weights.is_file()  # replaced, not blocked

@@ -1,4 +1,7 @@
 import json
+import os
+import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,3 +97,14 @@ def test_fit_problems_counts_each_kind_with_a_first_example():
         "2 unknown tensors (e.g. x)",
         "1 shape mismatches (e.g. a.weight (3, 3) vs model (2, 3))",
     ]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_weights_follow_the_users_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
+    try:
+        weights, sidecar = save_weights({"w": torch.zeros(2)}, tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(weights.stat().st_mode) == mode
+    assert stat.S_IMODE(sidecar.stat().st_mode) == mode

@@ -47,7 +47,7 @@ def eval_model(
         )  # fmt: skip
     except ModelEvalError as exc:
         raise UsageError(str(exc)) from None
-    typer.echo(frames_line(result.frames))
+    typer.echo(frames_line(result.frames, result.skipped))
     typer.echo(result.table)
     if result.resources_text:
         typer.echo(result.resources_text)

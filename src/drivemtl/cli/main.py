@@ -96,11 +96,16 @@ def config_show(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors print one line on stderr and exit with status 2."""
+    """Run the CLI; user errors print one line on stderr and exit with status 2 (with their
+    traceback only under --verbose)."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, prog_name="drivemtl")
+        app(args=args, prog_name="drivemtl")
     except USER_ERRORS as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        console = Console(stderr=True, soft_wrap=True)
+        if {"--verbose", "-v"} & set(args):
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
         return 2
     return 0
 

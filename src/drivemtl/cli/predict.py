@@ -28,13 +28,19 @@ def predict(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     overrides: SetOption = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace the predictions of an earlier run in --out."),
+    ] = False,
 ) -> None:
     """Overlays of every predicted task per frame, an MP4 for videos, and BDD-format predictions."""
     from drivemtl.engine.run_config import load_run_config
     from drivemtl.inference.run import run_predict
 
     cfg = load_run_config(config, overrides or [])
-    result = run_predict(cfg, checkpoint, source, out, panels, tasks, device, progress)
+    result = run_predict(
+        cfg, checkpoint, source, out, panels, tasks, device, progress, overwrite=overwrite
+    )
     console = Console()
     console.print(f"{result.frames} frames -> overlays in {out / 'overlays'}")
     if result.video is not None:

@@ -20,6 +20,9 @@ def train(
     overrides: SetOption = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Write into a non-empty --out that holds no run.")
+    ] = False,
     devices: Annotated[int | None, typer.Option("--devices", help="Devices per node.")] = None,
     precision: Annotated[
         str | None, typer.Option("--precision", help="32-true, bf16-mixed or 16-mixed.")
@@ -46,8 +49,9 @@ def train(
     if resume and out is None:
         raise UsageError("--resume needs --out DIR (the run directory to continue)")
     result = run_recipe(
-        cfg, out, resume=resume, devices=devices, precision=precision, progress=progress
-    )
+        cfg, out, resume=resume, devices=devices, precision=precision, progress=progress,
+        overwrite=overwrite,
+    )  # fmt: skip
     typer.echo(f"final weights: {result.final_weights}")
     if eval_split is not None:
         from drivemtl.evaluation.model_eval import evaluate_model

@@ -304,6 +304,8 @@ def validate_tree(
             _format_error(err, sources, root) + _known_keys_hint(err, schema, data)
             for err in exc.errors()
         ]
+        if len(lines) == 1:  # one problem, one line
+            raise ConfigError(f"invalid config: {lines[0]}") from None
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines)) from None
 
 

@@ -15,8 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
+from drivemtl.errors import DriveMTLError
 
-class PluginError(ValueError):
+
+class PluginError(DriveMTLError):
     """A plug-in module cannot be imported; the message names the entry and the cause."""
 
 

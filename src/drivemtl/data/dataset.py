@@ -57,7 +57,8 @@ class ImageSetDataset(Dataset[Sample]):
     transforms them together.
 
     With `on_error="skip"` a frame that fails to decode is logged and replaced by the next good
-    frame of the set; `skipped` counts such frames across DataLoader workers.
+    frame of the set (training keeps full batches), or with `drop_skipped` read as None (evaluation
+    scores every good frame once and no bad one); `skipped` counts such frames across workers.
     """
 
     def __init__(
@@ -67,12 +68,14 @@ class ImageSetDataset(Dataset[Sample]):
         transform: Transform | None = None,
         on_error: str = "raise",
         indices: list[int] | None = None,
+        drop_skipped: bool = False,
     ) -> None:
         self.reader = reader
         self.name = reader.set_name
         self.cfg = cfg
         self.transform = transform
         self.on_error = on_error
+        self.drop_skipped = drop_skipped
         self.indices = list(range(len(reader))) if indices is None else indices
         self.tasks = reader.tasks
         self._skipped = multiprocessing.get_context().Value("i", len(reader.skipped_at_index))
@@ -121,21 +124,32 @@ class ImageSetDataset(Dataset[Sample]):
             sample.references.append(_copy_frame(sample) if same else self.reader.read(ref))
         return sample
 
-    def __getitem__(self, i: int) -> Sample:
+    def _skip(self, exc: DataError) -> None:
+        """Count and log a frame left out for bad input (on_error=skip)."""
+        with self._skipped.get_lock():
+            self._skipped.value += 1
+        LOG.warning("skipping frame (set %s): %s", self.name, exc)
+
+    def _read_or_replace(self, i: int) -> Sample:
+        """Item i, or the next good frame of the set in its place when it fails to load."""
+        for attempt in range(len(self.indices)):
+            try:
+                return self._read(self.indices[(i + attempt) % len(self.indices)])
+            except DataError as exc:
+                self._skip(exc)
+        raise DataError(None, None, f"image set {self.name!r}: every frame failed to load")
+
+    def __getitem__(self, i: int) -> Sample | None:  # type: ignore[override]
         if self.on_error != "skip":
             sample = self._read(self.indices[i])
+        elif self.drop_skipped:
+            try:
+                sample = self._read(self.indices[i])
+            except DataError as exc:
+                self._skip(exc)
+                return None
         else:
-            for attempt in range(len(self.indices)):
-                index = self.indices[(i + attempt) % len(self.indices)]
-                try:
-                    sample = self._read(index)
-                    break
-                except DataError as exc:
-                    with self._skipped.get_lock():
-                        self._skipped.value += 1
-                    LOG.warning("skipping frame (set %s): %s", self.name, exc)
-            else:
-                raise DataError(None, None, f"image set {self.name!r}: every frame failed to load")
+            sample = self._read_or_replace(i)
         return self.transform(sample) if self.transform is not None else sample
 
 
@@ -180,7 +194,7 @@ class MultiSetDataset(Dataset[Sample]):
         """Tasks that set `name` is labelled for."""
         return self.datasets[self.sets.index(name)].tasks
 
-    def __getitem__(self, i: int) -> Sample:
+    def __getitem__(self, i: int) -> Sample | None:  # type: ignore[override]
         k, j = self._locate(i)
         return self.datasets[k][j]
 
@@ -189,8 +203,24 @@ class MultiSetDataset(Dataset[Sample]):
         """Frames skipped because of bad input, over all sets and workers."""
         return sum(d.skipped for d in self.datasets)
 
+    def split_agnostic_sets(self) -> list[str]:
+        """Sets that give the same frames for every split: no `splits` listed and no `{split}` in
+        any path their reader uses (evaluating them on `val` reads the training frames too)."""
+        return [d.name for d in self.datasets if d.cfg.splits is None and not d.reader.reads_split]
+
+    def set_skipped(self, name: str) -> int:
+        """Frames of set `name` skipped because of bad input (indexing and reading, all workers)."""
+        return self.datasets[self.sets.index(name)].skipped
+
     def report_skipped(self) -> int:
-        """Log how many frames were skipped (on_error=skip) and return the count."""
+        """Log how many frames were skipped (on_error=skip) and boxes dropped per set; return the
+        frame count."""
+        for d in self.datasets:
+            if d.reader.dropped_boxes:
+                LOG.warning(
+                    "set %s: dropped %d box(es) outside the image or empty after clipping",
+                    d.name, d.reader.dropped_boxes,
+                )  # fmt: skip
         count = self.skipped
         if count:
             LOG.warning("skipped %d frame(s) with bad input (on_error=skip)", count)
@@ -198,12 +228,17 @@ class MultiSetDataset(Dataset[Sample]):
 
 
 def build_dataset(
-    cfg: DataConfig, split: str = "train", transform: Transform | str | None = "auto"
+    cfg: DataConfig,
+    split: str = "train",
+    transform: Transform | str | None = "auto",
+    *,
+    drop_skipped: bool = False,
 ) -> MultiSetDataset:
     """Build every image set of `cfg` for `split`, honouring the active label setting.
 
     `transform="auto"` builds `build_transforms(cfg.transforms, train=split == "train")`; pass a
-    callable or None to choose yourself.
+    callable or None to choose yourself. With `drop_skipped` (evaluation) a frame skipped under
+    `on_error: skip` reads as None instead of being replaced by the next good frame.
     """
     from drivemtl.data.transforms import build_transforms
 
@@ -233,7 +268,12 @@ def build_dataset(
         reader = reader_cls(name, set_cfg, split, on_error=cfg.on_error)
         datasets.append(
             ImageSetDataset(
-                reader, set_cfg, transform, cfg.on_error, _subset_indices(reader, subset)
+                reader,
+                set_cfg,
+                transform,
+                cfg.on_error,
+                _subset_indices(reader, subset),
+                drop_skipped=drop_skipped,
             )
         )
     if not datasets:

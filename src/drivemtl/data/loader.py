@@ -9,13 +9,25 @@ from torch.utils.data import DataLoader, Sampler
 
 from drivemtl.data.dataset import MultiSetDataset
 from drivemtl.structures.batch import Batch, collate
+from drivemtl.structures.sample import Sample
+
+
+def collate_read(samples: list[Sample | None], size_divisor: int = 32) -> Batch | None:
+    """Collate the frames that were read, leaving out dropped ones (None); None if all were."""
+    kept = [s for s in samples if s is not None]
+    return collate(kept, size_divisor=size_divisor) if kept else None
 
 
 class BatchLoader(DataLoader):
-    """DataLoader that reports the frames skipped for bad input (on_error=skip) after each pass."""
+    """DataLoader that reports the frames skipped for bad input (on_error=skip) after each pass.
+
+    A batch whose every frame was dropped (`build_dataset(..., drop_skipped=True)`) is not yielded.
+    """
 
     def __iter__(self) -> Iterator[Batch]:  # type: ignore[override]
-        yield from super().__iter__()
+        for batch in super().__iter__():
+            if batch is not None:
+                yield batch
         if isinstance(self.dataset, MultiSetDataset):
             self.dataset.report_skipped()
 
@@ -34,7 +46,7 @@ def build_loader(
         dataset,
         batch_sampler=sampler,
         num_workers=num_workers,
-        collate_fn=partial(collate, size_divisor=size_divisor),
+        collate_fn=partial(collate_read, size_divisor=size_divisor),
         pin_memory=pin_memory,
         persistent_workers=persistent_workers and num_workers > 0,
     )

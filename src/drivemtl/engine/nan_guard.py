@@ -7,12 +7,13 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from drivemtl.errors import DriveMTLError
 from drivemtl.log import get_logger
 
 log = get_logger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(DriveMTLError, RuntimeError):
     """Training produced NaN / Inf losses for too many consecutive steps."""
 
 

@@ -183,11 +183,14 @@ def label_sets(
         subset = data.model_copy(
             update={"sets": {set_name: data.sets[set_name]}, "label_setting": None}
         )
-        dataset = build_dataset(subset, "train", transform=transform)
+        dataset = build_dataset(subset, "train", transform=transform, drop_skipped=True)
         frames: list[Frame] = []
         json_tasks = [t for t in tasks if t in JSON_TASKS]
         for start in range(0, len(dataset), batch_size):
-            samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            read = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            samples = [s for s in read if s is not None]  # a skipped frame gets no label
+            if not samples:
+                continue
             batch = collate(samples, data.size_divisor).to(device)
             for pred in model.predict(batch, tasks):
                 frame = prediction_to_frame(

@@ -55,9 +55,16 @@ from drivemtl.engine.loss_weighting import build_loss_weighting
 from drivemtl.engine.module import MultiTaskModule, StageSettings
 from drivemtl.engine.plan import RecipeError, plan_for_model
 from drivemtl.engine.run_config import RunConfig
+from drivemtl.engine.run_lock import (
+    LOCK_FILE,
+    acquire_run_lock,
+    is_secondary_rank,
+    release_run_lock,
+)
 from drivemtl.engine.stages import apply_freezing
 from drivemtl.engine.units import WEIGHTS, StagePlan, StageResult, Unit, unit_path
 from drivemtl.log import get_logger
+from drivemtl.outputs import check_output_dir
 
 log = get_logger(__name__)
 RUN_STATE = "run.json"
@@ -104,10 +111,14 @@ class PeriodicCheckpoint(Callback):
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> None:
-        """Save to a temporary file and rename it over `last.ckpt` (rank 0 writes)."""
+        """Save to a temporary file and rename it over `last.ckpt`, keeping the one before as
+        `previous.ckpt` (two generations: a corrupt newest file still leaves one to resume
+        from; rank 0 writes)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
+            if self.path.is_file():
+                os.replace(self.path, previous_checkpoint(self.path))
             os.replace(tmp, self.path)
 
 
@@ -126,12 +137,47 @@ class FinalWeights(Callback):
 
 
 def _read_state(out_dir: Path) -> dict[str, Any]:
+    """The run's record (`run.json`), {} when there is none; a corrupt one names the file."""
     path = out_dir / RUN_STATE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: corrupt run record ({exc}); it is not valid JSON") from None
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
+        raise RecipeError(f"{path}: not a DriveMTL run record (no `stages` mapping)")
+    return state
 
 
-def _prepare_run_dir(config: RunConfig, out_dir: Path, resume: bool) -> dict[str, Any]:
-    """Check the run directory against `resume`, write config and card; return the run state."""
+def _never_trained(state: dict[str, Any], out_dir: Path) -> bool:
+    """Whether a recorded run finished no unit and left no checkpoint (a failed start)."""
+    return not state["stages"] and not any(out_dir.glob("stages/*/checkpoints/*.ckpt"))
+
+
+def _failed_start(out_dir: Path) -> bool:
+    """Whether a run folder holds nothing to resume from (no record, or one that never trained)."""
+    try:
+        state = _read_state(out_dir)
+    except RecipeError:
+        return False
+    return not state or _never_trained(state, out_dir)
+
+
+def _user_files(out_dir: Path) -> list[str]:
+    """What a folder holds besides what a run writes before it starts (its lock)."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(p.name for p in out_dir.iterdir() if p.name != LOCK_FILE)
+
+
+def _prepare_run_dir(
+    config: RunConfig, out_dir: Path, resume: bool, overwrite: bool = False
+) -> dict[str, Any]:
+    """Check the run directory against `resume`, write config and card; return the run state.
+
+    A folder that holds something but no run is refused without `overwrite`; a recorded run
+    that never trained a step (a failed start) is replaced by a new one."""
     fingerprint = config_fingerprint(config)
     state = _read_state(out_dir)
     if resume:
@@ -144,9 +190,17 @@ def _prepare_run_dir(config: RunConfig, out_dir: Path, resume: bool) -> dict[str
                 f"{out_dir / 'config.yaml'} or pick another --out"
             )
         return state
-    if state:
+    if state and not _never_trained(state, out_dir):
         raise RecipeError(
             f"{out_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    if state:
+        log.info("%s: replacing a run that never trained a step", out_dir)
+    elif _user_files(out_dir) and not overwrite:
+        shown = ", ".join(_user_files(out_dir)[:3])
+        raise RecipeError(
+            f"--out {out_dir}: the folder is not empty ({shown}...) and holds no DriveMTL run; "
+            f"pass --overwrite to write into it or choose another --out"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, out_dir / "config.yaml")
@@ -312,9 +366,9 @@ def _train(ctx: RunContext, plan: StagePlan) -> StageResult:
         datamodule.dataset = dataset
     weights = folder / WEIGHTS
     trainer = _lightning_trainer(ctx, plan, folder, strategy, total, last, weights)
-    ckpt_path = str(last) if ctx.resume and last.is_file() else None
+    ckpt_path = resume_checkpoint(last) if ctx.resume else None
     if ckpt_path:
-        log.info("stage %s: resuming from %s", plan.name, last)
+        log.info("stage %s: resuming from %s", plan.name, ckpt_path)
     log.info(
         "stage %s: tasks %s on sets %s, %d steps (%d per epoch), %d trainable tensors "
         "(%d kept frozen by the model)",
@@ -327,8 +381,56 @@ def _train(ctx: RunContext, plan: StagePlan) -> StageResult:
         len(plan.freeze.fixed),
     )
     _fit(trainer, module, datamodule, ckpt_path)
+    if hasattr(dataset, "report_skipped"):
+        dataset.report_skipped()  # frames skipped (on_error=skip) and boxes dropped, per set
     steps = int(read_metadata(weights).get("steps", 0)) if weights.is_file() else 0
     return StageResult(plan.name, weights, steps, folder / "logs")
+
+
+def previous_checkpoint(last: Path) -> Path:
+    """The generation kept before `last.ckpt`."""
+    return last.with_name("previous.ckpt")
+
+
+def resume_checkpoint(last: Path) -> str | None:
+    """The newest checkpoint of a unit that loads: `last.ckpt`, else `previous.ckpt` (with a
+    warning), None when the unit never wrote one. A file that needs code to unpickle is refused
+    (never skipped); when neither loads, a CheckpointError names both."""
+    candidates = [p for p in (last, previous_checkpoint(last)) if p.is_file()]
+    problems = []
+    for path in candidates:
+        problem = _checkpoint_problem(path)
+        if problem is None:
+            if path != last:
+                log.warning("%s: %s; resuming from the generation before, %s",
+                            last, problems[-1] if problems else "missing", path)  # fmt: skip
+            return str(path)
+        problems.append(problem)
+    if problems:
+        raise CheckpointError(
+            f"cannot resume: {'; '.join(f'{p}: {m}' for p, m in zip(candidates, problems, strict=True))}"
+        )
+    return None
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why `path` cannot be resumed from (None when it loads with weights_only=True)."""
+    import torch
+
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: refused to resume from it: it holds objects that only load by running "
+            f"code ({first}); DriveMTL's checkpoints hold tensors and plain values only"
+        ) from None
+    except Exception as exc:  # truncated / corrupt archives raise RuntimeError, EOFError, ...
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return f"corrupt checkpoint ({type(exc).__name__}: {first[:120]})"
+    return None
 
 
 def _stage_dataset(ctx: RunContext, plan: StagePlan) -> tuple[Any, int]:
@@ -468,20 +570,49 @@ def run_recipe(
     precision: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
+    overwrite: bool = False,
 ) -> RunResult:
     """Train `config.recipe` stage by stage into `out_dir` (default: output_dir / name).
 
     With `resume`, finished stages are skipped and the interrupted one continues from its last
     checkpoint; the directory must come from the same config. Everything in the recipe is
     validated (tasks, sets, samplers, freezing patterns, init weights) before training starts.
+    The run folder is locked for this process (`run_lock`): a second writer is refused; a
+    non-empty folder without a run is written into only with `overwrite`.
     """
     out = Path(out_dir) if out_dir is not None else Path(config.output_dir) / config.name
+    check_output_dir(out)
     devices = devices or config.train.devices
     precision = precision or config.train.precision
     L.seed_everything(config.seed, workers=False, verbose=False)
     probe = _build_model(config)
     plans = plan_for_model(config, probe, run_dir=out)
-    state = _prepare_run_dir(config, out, resume)
+    created = not out.exists()
+    acquire_run_lock(out)
+    try:
+        return _run_units(config, out, plans, resume, overwrite, devices, precision, progress,
+                          callbacks)  # fmt: skip
+    except Exception:
+        if created and not is_secondary_rank() and _failed_start(out):
+            shutil.rmtree(out, ignore_errors=True)  # nothing to resume: leave nothing behind
+        raise
+    finally:
+        release_run_lock(out)
+
+
+def _run_units(
+    config: RunConfig,
+    out: Path,
+    plans: list[Unit],
+    resume: bool,
+    overwrite: bool,
+    devices: int,
+    precision: str,
+    progress: bool,
+    callbacks: Sequence[Callback],
+) -> RunResult:
+    """Run every unit not yet finished, recording each in `run.json` (rank 0 writes)."""
+    state = _prepare_run_dir(config, out, resume, overwrite)
     context = RunContext(config, out, state, resume, devices, precision, progress, callbacks)
     results: list[StageResult] = []
     for unit in plans:

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -24,8 +25,12 @@ from drivemtl.evaluation.runner import build_evaluators
 from drivemtl.evaluation.vtda import vtda, vtda_scores
 from drivemtl.log import get_logger
 from drivemtl.models.weights import fit_problems
+from drivemtl.outputs import check_output_dir
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
+
+if TYPE_CHECKING:
+    from drivemtl.data.dataset import MultiSetDataset
 
 LOG = get_logger(__name__)
 
@@ -36,11 +41,13 @@ class ModelEvalError(ValueError):
 
 @dataclass
 class EvalResult:
-    """Metrics per task (plus `vtda` and `resources` rows), frames per set and the written files."""
+    """Metrics per task (plus `vtda` and `resources` rows), frames scored per set, frames left out
+    per set for bad input (`data.on_error: skip`) and the written files."""
 
     metrics: dict[str, dict[str, float]]
     frames: dict[str, int]
     checkpoint: Path
+    skipped: dict[str, int] = field(default_factory=dict)
     resources: dict[str, float] = field(default_factory=dict)
     resources_text: str = ""
     json_path: Path | None = None
@@ -118,6 +125,18 @@ def _select_sets(config: RunConfig, sets: list[str] | None) -> RunConfig:
     return config.model_copy(update={"data": data})
 
 
+def _warn_split_agnostic(dataset: MultiSetDataset, names: list[str], split: str) -> None:
+    """Warn once when split `split` is read from sets that have no splits (their frames are the
+    same for every split, training included)."""
+    shared = [name for name in dataset.split_agnostic_sets() if name in names]
+    if shared and split != "train":
+        LOG.warning(
+            "split %r: set(s) %s declare no `splits` and have no {split} in root or paths, so "
+            "every frame of them is evaluated, the training frames included",
+            split, ", ".join(shared),
+        )  # fmt: skip
+
+
 def _unique_names(predictions: list[FramePrediction], image_set: str) -> list[FramePrediction]:
     """Prefix frame names with their set, so that equal names in two sets stay distinct."""
     return [
@@ -166,6 +185,9 @@ def evaluate_model(
     from drivemtl.engine.run_config import load_run_config
     from drivemtl.models import build_model
 
+    if out_dir is not None:
+        check_output_dir(out_dir)  # before the model runs
+
     if not isinstance(config, RunConfig):
         config = load_run_config(config, overrides or [])
     config = _select_sets(config, sets)
@@ -177,7 +199,7 @@ def evaluate_model(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.eval().to(device)
 
-    dataset = build_dataset(data, split)
+    dataset = build_dataset(data, split, drop_skipped=True)
     model_tasks = list(model.task_names)  # type: ignore[attr-defined]
     plugins = getattr(model, "tasks", {})
     classes = {
@@ -188,15 +210,16 @@ def evaluate_model(
     if skipped:
         LOG.warning("no evaluator for task(s) %s: not scored", skipped)
     set_tasks = {s: [t for t in evaluators if t in dataset.set_tasks(s)] for s in dataset.sets}
-    ranges = [dataset.set_range(s) for s in dataset.sets if set_tasks[s]]
-    if not ranges:
+    scored_sets = [s for s in dataset.sets if set_tasks[s]]
+    if not scored_sets:
         raise ModelEvalError(
             f"no image set of split {split!r} is labelled for a task of the model "
             f"({', '.join(model_tasks)}); sets: {', '.join(dataset.sets)}"
         )
-    sampler = SequentialSetBatches(ranges, batch_size)
+    _warn_split_agnostic(dataset, scored_sets, split)
+    sampler = SequentialSetBatches([dataset.set_range(s) for s in scored_sets], batch_size)
     loader = build_loader(dataset, sampler, num_workers, size_divisor=data.size_divisor)
-    frames: dict[str, int] = {}
+    frames = dict.fromkeys(scored_sets, 0)
     input_size: tuple[int, int] | None = None
     batches: Iterator[Batch] = iter(loader)
     if progress:
@@ -213,12 +236,18 @@ def evaluate_model(
             frames[image_set] = frames.get(image_set, 0) + len(batch)
             for task in tasks:
                 evaluators[task].update(predictions, batch)  # type: ignore[attr-defined]
+    skipped_frames = {s: dataset.set_skipped(s) for s in scored_sets}
+    if not any(frames.values()):
+        raise ModelEvalError(
+            f"split {split!r}: no frame to evaluate in set(s) {', '.join(scored_sets)} "
+            f"({sum(skipped_frames.values())} skipped for bad input)"
+        )
     evaluated = [t for t in evaluators if any(t in ts for ts in set_tasks.values())]
     metrics = {t: evaluators[t].compute() for t in evaluated}  # type: ignore[attr-defined]
     scores = vtda_scores(metrics)
     if scores:
         metrics["vtda"] = vtda(scores).as_dict()
-    result = EvalResult(metrics, frames, checkpoint)
+    result = EvalResult(metrics, frames, checkpoint, skipped_frames)
     if resources and input_size is not None:
         result.resources, result.resources_text = _resources(model, input_size)
         metrics["resources"] = result.resources
@@ -229,6 +258,11 @@ def evaluate_model(
     return result
 
 
-def frames_line(frames: Mapping[str, int]) -> str:
-    """`frames: det 12, seg 8` for the console."""
-    return "frames: " + ", ".join(f"{s} {n}" for s, n in frames.items())
+def frames_line(frames: Mapping[str, int], skipped: Mapping[str, int] | None = None) -> str:
+    """`frames: det 12 (1 skipped), seg 8` for the console: frames scored (and left out) per set."""
+    skipped = skipped or {}
+    parts = [
+        f"{s} {n}" + (f" ({skipped[s]} skipped)" if skipped.get(s) else "")
+        for s, n in frames.items()
+    ]
+    return "frames: " + ", ".join(parts)

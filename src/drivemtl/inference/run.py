@@ -15,6 +15,7 @@ from drivemtl.engine.run_config import RunConfig
 from drivemtl.inference.predictor import Predictor
 from drivemtl.inference.sources import VideoWriter, open_source
 from drivemtl.inference.visualize import draw_overlay, draw_panels
+from drivemtl.outputs import check_output_dir, refuse_overwrite
 
 
 @dataclass
@@ -42,8 +43,14 @@ def run_predict(
     tasks: Sequence[str] | None = None,
     device: str = "cpu",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PredictResult:
-    """Predict every frame of `source` and write overlays, panels, video and predictions."""
+    """Predict every frame of `source` and write overlays, panels, video and predictions.
+
+    `out_dir` is checked first (writable; an earlier `predictions.json` there is replaced only
+    with `overwrite`), so a bad folder fails before the model runs."""
+    check_output_dir(out_dir)
+    refuse_overwrite(Path(out_dir) / "predictions.json", overwrite)
     frames = open_source(source)
     predictor = Predictor(config, checkpoint, device=device, tasks=tasks)
     writer = PredictionWriter(out_dir)

@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from drivemtl.errors import DriveMTLError
+
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 # Wrappers that training frameworks put around the state dict (Lightning, detectron-style).
 _WRAPPER_KEYS = ("state_dict", "model")
@@ -53,33 +55,47 @@ class LoadReport:
         return "\n".join(lines)
 
 
+class WeightsError(DriveMTLError):
+    """A weights file that cannot be read as a dict of tensors; the message names the file."""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a tensor dict from ``.safetensors`` or a torch file (``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as error:  # SafetensorError, OSError on truncated / foreign files
+            raise WeightsError(
+                f"{path}: not a readable safetensors file ({_first_line(error)})"
+            ) from None
     if path.suffix not in TORCH_SUFFIXES:
-        raise ValueError(
+        raise WeightsError(
             f"{path}: unknown weights format {path.suffix!r}; expected .safetensors or {TORCH_SUFFIXES}"
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(
+        raise WeightsError(
             f"{path}: not loadable with torch.load(weights_only=True) "
-            f"(only tensors and plain containers are accepted): {error}"
-        ) from error
+            f"(only tensors and plain containers are accepted): {_first_line(error)}"
+        ) from None
     for key in _WRAPPER_KEYS:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
             break
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+        raise WeightsError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
     bad = [str(k) for k, v in obj.items() if not isinstance(v, Tensor)]
     if bad:
-        raise ValueError(f"{path}: entries that are not tensors: {bad[:5]}")
+        raise WeightsError(f"{path}: entries that are not tensors: {bad[:5]}")
     return dict(obj)
 
 
@@ -181,18 +197,30 @@ def load_weights(
     )
     if not report.ok:
         if strict:
-            raise ValueError(f"strict weight loading failed:\n{report}")
+            raise WeightsError(f"strict weight loading failed:\n{report}")
         warnings.warn(str(report), stacklevel=2)
     return report
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(target: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then move the finished file onto ``target`` in one rename."""
+    """Call ``write(tmp_path)`` then move the finished file onto ``target`` in one rename.
+
+    The file gets the permissions of any file the user creates (0666 less the umask), not the
+    0600 of the temporary file.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

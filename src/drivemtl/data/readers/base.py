@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,11 @@ import torch
 from drivemtl.data.config import ImageSetConfig
 from drivemtl.data.errors import DataError
 from drivemtl.data.io import read_rgb
+from drivemtl.log import get_logger
 from drivemtl.registry import Registry
 from drivemtl.structures.sample import Sample, SampleMeta
+
+LOG = get_logger(__name__)
 
 
 @dataclass
@@ -37,16 +41,21 @@ class ImageSetReader(ABC):
         self.set_name = set_name
         self.on_error = on_error
         self.skipped_at_index: list[str] = []  # frames dropped while indexing (on_error=skip)
+        # boxes outside the image / empty after clipping, counted across DataLoader workers
+        self._dropped_boxes = multiprocessing.get_context().Value("i", 0)
         self.cfg = cfg
         self.split = split
         self.tasks = frozenset(cfg.tasks)
         self.root = Path(str(cfg.root).replace("{split}", split))
+        # whether a path the reader uses depends on the split (`{split}` in the root or a path)
+        self.reads_split = "{split}" in str(cfg.root)
         self.records: list[FrameRecord] = []
 
     def path(self, key: str, default: str) -> Path:
         """`paths[key]` (or `default`) with `{split}` filled in, relative to the root."""
-        rel = self.cfg.paths.get(key, default).replace("{split}", self.split)
-        return self.root / rel
+        template = self.cfg.paths.get(key, default)
+        self.reads_split = self.reads_split or "{split}" in template
+        return self.root / template.replace("{split}", self.split)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -94,6 +103,26 @@ class ImageSetReader(ABC):
             return array
         interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
         return cv2.resize(array, (size[1], size[0]), interpolation=interp)
+
+    @property
+    def dropped_boxes(self) -> int:
+        """Boxes left out so far (all workers) because they lie outside the image or are empty."""
+        return int(self._dropped_boxes.value)
+
+    def drop_boxes(self, record: FrameRecord, count: int, path: Path | None) -> None:
+        """Count `count` degenerate boxes of `record` as dropped; the set's first is logged once.
+
+        The set's total is logged by `MultiSetDataset.report_skipped` after each loader pass.
+        """
+        with self._dropped_boxes.get_lock():
+            first = self._dropped_boxes.value == 0
+            self._dropped_boxes.value += count
+        if first:
+            LOG.warning(
+                "set %s: %s: frame %r: dropped %d box(es) outside the image or empty after "
+                "clipping (further ones in this set are counted, not logged one by one)",
+                self.set_name, path, record.name, count,
+            )  # fmt: skip
 
     def error(self, record: FrameRecord | None, path: Path | None, problem: str) -> DataError:
         """A DataError for this set naming the file and the frame."""

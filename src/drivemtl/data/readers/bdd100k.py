@@ -90,6 +90,14 @@ def _lane_line(label: Label, path: Path, frame: str) -> list[LaneLine]:
     ]
 
 
+def _clip_box(box: list[float], size: tuple[int, int]) -> list[float] | None:
+    """`box` (xyxy) clipped to an image of `size` (H, W); None when no area of it is inside."""
+    h, w = size
+    x1, x2 = (min(max(float(v), 0.0), float(w)) for v in (box[0], box[2]))
+    y1, y2 = (min(max(float(v), 0.0), float(h)) for v in (box[1], box[3]))
+    return [x1, y1, x2, y2] if x2 > x1 and y2 > y1 else None
+
+
 def _poly_mask(label: Label, size: tuple[int, int]) -> np.ndarray:
     mask = np.zeros(size, dtype=np.uint8)
     for poly in label.poly2d or []:
@@ -184,9 +192,15 @@ class BDD100KReader(ImageSetReader):
             self._merge_pseudo(pseudo)
 
     def _index_json(self) -> None:
-        """Frames and records from the set's Scalabel JSON (a frame listed twice is an error)."""
+        """Frames and records from the set's Scalabel JSON (a frame listed twice, or no frame at
+        all, is an error)."""
         seen: set[str] = set()
-        for frame in self._load_json(self.labels_path):
+        loaded = self._load_json(self.labels_path)
+        if not loaded:
+            skipped = len(self.skipped_at_index)
+            problem = f"no valid frames ({skipped} skipped)" if skipped else "no frames"
+            raise DataError(self.labels_path, None, f"{problem} in the label JSON")
+        for frame in loaded:
             if frame.name in seen:
                 raise DataError(self.labels_path, frame.name, "frame listed twice")
             seen.add(frame.name)
@@ -479,6 +493,7 @@ class BDD100KReader(ImageSetReader):
         if not chosen and bitmask is not None:
             return self._bitmask_instances(bitmask, size, orig, record, where)
         boxes, classes, tracks, ignores, keypoints, masks = [], [], [], [], [], []
+        dropped = 0
         bitmask_ids = {} if bitmask is None else {int(i): k for k, i in enumerate(bitmask.ids)}
         for label in chosen:
             name = label.category or ""
@@ -507,7 +522,10 @@ class BDD100KReader(ImageSetReader):
                     mask = np.zeros(orig, dtype=bool)
             if label.box2d is not None:
                 b = label.box2d
-                box = [b.x1, b.y1, b.x2, b.y2]
+                box = _clip_box([b.x1, b.y1, b.x2, b.y2], orig)
+                if box is None:
+                    dropped += 1
+                    continue
             elif mask is not None and mask.any():
                 ys, xs = np.nonzero(mask)
                 box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
@@ -521,6 +539,8 @@ class BDD100KReader(ImageSetReader):
                 keypoints.append(self._keypoints(label, where, record.name))
             if mask is not None:
                 masks.append(mask)
+        if dropped:
+            self.drop_boxes(record, dropped, where)
         n = len(boxes)
         instances = Instances(
             boxes=torch.tensor(boxes, dtype=torch.float32).reshape(n, 4),
