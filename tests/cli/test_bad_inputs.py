@@ -96,6 +96,14 @@ def _nonfinite(w: World) -> list[str]:
             "--set", "train.max_nonfinite_steps=1"]  # fmt: skip
 
 
+def _empty_labels(w: World) -> list[str]:
+    root = w.root / "user" / "tag"
+    shutil.copytree(w.root / "data" / "tag", root, dirs_exist_ok=True)
+    (root / "labels.json").write_text("[]")
+    return ["train", str(w.config), "--out", str(w.root / "never_empty"), "--no-progress",
+            "--set", f"data.sets.tag.root={root}"]  # fmt: skip
+
+
 def _predict(out: Path, w: World) -> list[str]:
     return ["predict", str(w.config), "--checkpoint", str(w.weights), "--source",
             str(w.root / "data" / "seg" / "images"), "--out", str(out), "--no-progress"]  # fmt: skip
@@ -138,6 +146,9 @@ CASES: dict[str, tuple[Callable[[World], list[str]], str, list[str]]] = {
     "train, unknown config key": (
         lambda w: ["train", str(w.config), "--set", "model.backbone.widht=8"],
         r"widht", [],
+    ),
+    "train, an empty labels.json": (
+        _empty_labels, r"tag/labels\.json: no frames in the label JSON", ["never_empty"],
     ),
     "train, the loss explodes": (_nonfinite, r"joint: loss was NaN / Inf", []),
     "predict --out holds predictions.json": (

@@ -8,10 +8,12 @@ continues the interrupted one from its last checkpoint.
 
 Run directory layout::
 
+    OUT/.lock                      held (flock) by the process writing the run: one writer
     OUT/config.yaml                resolved config
     OUT/dataset_card.yaml          the image sets (and the synthetic world's card when present)
     OUT/run.json                   config fingerprint, finished units, final weights
     OUT/stages/NN-NAME/checkpoints/last.ckpt   Lightning state (optimiser, loops, RNG)
+    OUT/stages/NN-NAME/checkpoints/previous.ckpt   the generation before (resume falls back)
     OUT/stages/NN-NAME/weights.safetensors     the unit's final weights
     OUT/stages/NN-NAME/logs/{tensorboard,csv}  per-task losses, weights, lr, images/s
     OUT/stages/NN-NAME/pseudo_labels/          labels written by a pseudo_label stage
@@ -115,7 +117,7 @@ class PeriodicCheckpoint(Callback):
         `previous.ckpt` (two generations: a corrupt newest file still leaves one to resume
         from; rank 0 writes)."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state: optimiser, loops, RNG
         if trainer.is_global_zero:
             if self.path.is_file():
                 os.replace(self.path, previous_checkpoint(self.path))
