@@ -91,6 +91,26 @@ def test_optimizer_groups_and_types() -> None:
     assert sgd.param_groups[0]["momentum"] == 0.5
 
 
+def test_lr_scale_gives_matching_parameters_their_own_learning_rate() -> None:
+    model = Toy()
+    named = list(model.named_parameters())
+    cfg = {"type": "adamw", "lr": 1e-4, "lr_scale": {"backbone.*": 0.1}}
+    opt = build_optimizer(named, cfg, no_decay_names(model))
+    ids = {id(p): n for n, p in named}
+    by_group = [
+        (g["lr"], g["weight_decay"], sorted(ids[id(p)] for p in g["params"]))
+        for g in opt.param_groups
+    ]
+    assert by_group == [
+        (pytest.approx(1e-5), 1e-4, ["backbone.0.weight"]),
+        (pytest.approx(1e-5), 0.0, ["backbone.0.bias", "backbone.1.bias", "backbone.1.weight"]),
+        (1e-4, 1e-4, ["heads.depth.weight", "heads.semantic.weight", "neck.weight"]),
+        (1e-4, 0.0, ["heads.depth.bias", "heads.semantic.bias", "neck.bias"]),
+    ]
+    with pytest.raises(FreezeError, match=r"lr_scale: \['encoder\.\*'\] match no trainable"):
+        build_optimizer(named, {**cfg, "lr_scale": {"encoder.*": 0.1}})
+
+
 @pytest.mark.parametrize(
     ("cfg", "step", "expected"),
     [

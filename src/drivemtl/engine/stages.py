@@ -191,6 +191,11 @@ class OptimizerOptions(PluginOptions):
     decay_norm_and_bias: bool = Field(
         False, description="apply weight decay to normalisation weights and biases too"
     )
+    lr_scale: dict[str, float] = Field(
+        default_factory=dict,
+        description="parameter-name glob -> lr multiplier, first match wins (e.g. DenseMTL's "
+        "encoder at a tenth of the decoder's lr: {'backbone.*': 0.1})",
+    )
 
 
 class AdamWOptions(OptimizerOptions):
@@ -235,12 +240,34 @@ def build_optimizer(
     if not params:
         raise FreezeError("no trainable parameter to optimise")
     exempt = set() if options.decay_norm_and_bias else (norm_and_bias_names or set())
-    decay = [p for n, p in params if n not in exempt]
-    no_decay = [p for n, p in params if n in exempt]
-    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": options.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+    groups: list[dict[str, Any]] = []
+    for scale, members in _lr_scale_groups(params, options.lr_scale).items():
+        lr = {} if scale == 1.0 and not options.lr_scale else {"lr": options.lr * scale}
+        decay = [p for n, p in members if n not in exempt]
+        no_decay = [p for n, p in members if n in exempt]
+        if decay or not groups:
+            groups.append({"params": decay, "weight_decay": options.weight_decay, **lr})
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0, **lr})
     return OPTIMIZERS.get(options.type)(options, groups)
+
+
+def _lr_scale_groups(
+    params: list[tuple[str, nn.Parameter]], lr_scale: Mapping[str, float]
+) -> dict[float, list[tuple[str, nn.Parameter]]]:
+    """Trainable parameters by lr multiplier (the first matching `lr_scale` glob, else 1); a
+    glob that matches no trainable parameter is an error."""
+    unused = [g for g in lr_scale if not any(fnmatchcase(n, g) for n, _ in params)]
+    if unused:
+        raise FreezeError(
+            f"optimizer.lr_scale: {unused} match no trainable parameter "
+            f"(parameters start with: {_prefix_summary([n for n, _ in params])})"
+        )
+    out: dict[float, list[tuple[str, nn.Parameter]]] = {}
+    for name, param in params:
+        scale = next((float(v) for g, v in lr_scale.items() if fnmatchcase(name, g)), 1.0)
+        out.setdefault(scale, []).append((name, param))
+    return out
 
 
 class OptimizerGroupOptions(StrictModel):
