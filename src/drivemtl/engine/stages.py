@@ -256,16 +256,18 @@ def _lr_scale_groups(
     params: list[tuple[str, nn.Parameter]], lr_scale: Mapping[str, float]
 ) -> dict[float, list[tuple[str, nn.Parameter]]]:
     """Trainable parameters by lr multiplier (the first matching `lr_scale` glob, else 1); a
-    glob that matches no trainable parameter is an error."""
-    unused = [g for g in lr_scale if not any(fnmatchcase(n, g) for n, _ in params)]
+    glob that matches no trainable parameter is an error. Globs are over the model's parameter
+    names, as in `trainable` / `frozen` (the Lightning module's `model.` prefix is not written)."""
+    names = [n.removeprefix("model.") for n, _ in params]
+    unused = [g for g in lr_scale if not any(fnmatchcase(n, g) for n in names)]
     if unused:
         raise FreezeError(
             f"optimizer.lr_scale: {unused} match no trainable parameter "
-            f"(parameters start with: {_prefix_summary([n for n, _ in params])})"
+            f"(parameters start with: {_prefix_summary(names)})"
         )
     out: dict[float, list[tuple[str, nn.Parameter]]] = {}
-    for name, param in params:
-        scale = next((float(v) for g, v in lr_scale.items() if fnmatchcase(name, g)), 1.0)
+    for (name, param), short in zip(params, names, strict=True):
+        scale = next((float(v) for g, v in lr_scale.items() if fnmatchcase(short, g)), 1.0)
         out.setdefault(scale, []).append((name, param))
     return out
 
