@@ -25,3 +25,6 @@ class ExchangeOptions(PluginOptions):
 
 
 __all__ = ["EXCHANGES", "ExchangeOptions"]
+
+# The shipped exchange modules register themselves on import.
+from drivemtl.models.exchanges import padnet, xtam  # noqa: E402, F401  (padnet, padnet3, mteb)
