@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from drivemtl.config.base import build_plugin
 from drivemtl.models.backbones import BACKBONES, FrozenBatchNorm2d, ResNet
@@ -156,3 +157,89 @@ def test_frozen_stages_fix_parameters_and_statistics():
     assert torch.equal(model.layer1[0].bn1.running_mean, before)  # frozen stage stays in eval
     assert not torch.equal(model.layer2[0].bn1.running_mean, trainable_before)
     assert not model.bn1.training and model.layer2.training
+
+
+# --- dilation: output stride 16 (torchvision's replace_stride_with_dilation=[F, F, True]) ------
+
+
+@pytest.mark.parametrize("depth", [18, 101])
+def test_dilation_keeps_torchvision_names_and_shapes(depth):
+    with torch.device("meta"):
+        plain = ResNet(depth)
+        dilated = ResNet(depth, dilation=True)
+    shapes = {k: tuple(v.shape) for k, v in dilated.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in plain.state_dict().items()}
+    expected = torchvision_state_shapes(depth)
+    assert shapes == {k: v for k, v in expected.items() if not k.startswith("fc.")}
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_dilation_puts_c5_at_stride_16(depth):
+    model = ResNet(depth, width=8, dilation=True).eval()
+    assert model.strides == [4, 8, 16, 16]
+    assert model.out_channels == ResNet(depth, width=8).out_channels
+    with torch.no_grad():
+        c2, c3, c4, c5 = model(torch.randn(1, 3, 64, 96))
+    assert [tuple(c.shape[-2:]) for c in (c2, c3, c4, c5)] == [(16, 24), (8, 12), (4, 6), (4, 6)]
+
+
+def _convs(module: torch.nn.Module) -> dict[str, torch.nn.Conv2d]:
+    return {n: m for n, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
+def test_dilation_rule_of_layer4_convolutions():
+    with torch.device("meta"):
+        bottleneck = ResNet(101, dilation=True)
+        basic = ResNet(18, dilation=True)
+    for name, conv in _convs(bottleneck).items():
+        if not name.startswith("layer4."):
+            assert conv.dilation == (1, 1), name
+    layer4 = bottleneck.layer4
+    # torchvision: the first block keeps the previous dilation (1) and loses its stride ...
+    assert layer4[0].conv2.stride == (1, 1) and layer4[0].conv2.dilation == (1, 1)
+    assert layer4[0].conv2.padding == (1, 1) and layer4[0].downsample[0].stride == (1, 1)
+    # ... every later 3x3 convolution is dilated by 2 with padding 2; 1x1 convs are untouched.
+    for block in list(layer4)[1:]:
+        assert block.conv2.dilation == (2, 2) and block.conv2.padding == (2, 2)
+        assert block.conv1.dilation == (1, 1) and block.conv3.dilation == (1, 1)
+    block = basic.layer4[1]
+    for conv in (block.conv1, block.conv2):
+        assert conv.dilation == (2, 2) and conv.padding == (2, 2) and conv.stride == (1, 1)
+    assert basic.layer4[0].conv1.stride == (1, 1) and basic.layer4[0].conv1.dilation == (1, 1)
+
+
+def _holes(weight: torch.Tensor, rate: int) -> torch.Tensor:
+    """A k x k kernel spread to a (rate (k - 1) + 1)^2 kernel with zeros between the taps."""
+    out_ch, in_ch, k, _ = weight.shape
+    size = rate * (k - 1) + 1
+    spread = torch.zeros(out_ch, in_ch, size, size)
+    spread[:, :, ::rate, ::rate] = weight
+    return spread
+
+
+def _bn(x: torch.Tensor, bn: torch.nn.BatchNorm2d) -> torch.Tensor:
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return (x - bn.running_mean.view(1, -1, 1, 1)) * scale.view(1, -1, 1, 1) + bn.bias.view(
+        1, -1, 1, 1
+    )
+
+
+def test_dilated_bottleneck_block_equals_convolution_with_holes():
+    torch.manual_seed(0)
+    model = ResNet(50, width=8, dilation=True).eval()
+    block = model.layer4[1]
+    for bn in (block.bn1, block.bn2, block.bn3):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 1.5)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.2, 0.2)
+    x = torch.randn(2, block.conv1.in_channels, 7, 9)
+    with torch.no_grad():
+        reduced = F.relu(_bn(F.conv2d(x, block.conv1.weight), block.bn1))
+        dilated = F.conv2d(reduced, block.conv2.weight, padding=2, dilation=2)
+        holes = F.conv2d(reduced, _holes(block.conv2.weight, 2), padding=2)
+        y = _bn(F.conv2d(F.relu(_bn(holes, block.bn2)), block.conv3.weight), block.bn3)
+        assert torch.allclose(block(x), F.relu(y + x), atol=1e-5)
+        assert torch.allclose(block.conv2(reduced), dilated, atol=1e-5)
+        undilated = F.conv2d(reduced, block.conv2.weight, padding=1)
+    assert not torch.allclose(dilated, undilated, atol=1e-3)  # the check tells them apart

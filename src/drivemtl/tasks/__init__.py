@@ -16,6 +16,7 @@ from drivemtl.tasks import (  # noqa: F401  (importing registers every task)
 )
 from drivemtl.tasks.base import STREAM_PROVIDERS, TASKS, HeadOptions, Task, TaskGroup
 from drivemtl.tasks.families import (  # noqa: F401  (importing registers every head family)
+    aspp_skip,
     classification,
     dense,
     roi,

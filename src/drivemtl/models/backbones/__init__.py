@@ -25,17 +25,21 @@ class BackboneOptions(PluginOptions):
 
 
 class ResNetOptions(BackboneOptions):
-    """ResNet options: stem width, frozen stages, normalisation."""
+    """ResNet options: stem width, frozen stages, normalisation, a dilated last stage."""
 
     width: int = Field(64, gt=0, description="channels of the stem; 64 is the standard ResNet")
     frozen_stages: int = Field(-1, ge=-1, le=4, description="-1: none; k: stem and stages 1..k")
     norm: Literal["bn", "frozen_bn", "gn"] = "bn"
+    dilation: bool = Field(
+        False, description="dilate the last stage instead of striding it (C5 at stride 16)"
+    )
 
 
 def _resnet(depth: int, options: ResNetOptions) -> ResNet:
     return ResNet(
-        depth, width=options.width, frozen_stages=options.frozen_stages, norm=options.norm
-    )
+        depth, width=options.width, frozen_stages=options.frozen_stages, norm=options.norm,
+        dilation=options.dilation,
+    )  # fmt: skip
 
 
 @BACKBONES.register("resnet18", options=ResNetOptions)

@@ -4,6 +4,13 @@ Parameter and buffer names (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer2.0.d
 and shapes equal torchvision's, so an ImageNet checkpoint loads with ``strict=True`` once its
 classifier ``fc.*`` is dropped (``load_weights`` does so via ``checkpoint_ignore_prefixes``). Bottleneck
 blocks stride in the 3x3 convolution ("ResNet v1.5"), as torchvision does.
+
+``dilation=True`` replaces the last stage's stride by dilation (output stride 16, as DeepLab and
+DenseMTL use), with torchvision's ``replace_stride_with_dilation=[False, False, True]`` semantics:
+layer4's first block and its shortcut run at stride 1 with the previous dilation (1), every later
+block dilates its 3x3 convolutions by 2 (padding 2). No parameter changes name or shape, so the
+same checkpoints load. BasicBlocks (ResNet-18/34), which torchvision does not dilate, dilate both
+3x3 convolutions of those later blocks.
 """
 
 from __future__ import annotations
@@ -61,8 +68,10 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; expected one of {NORMS}")
 
 
-def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+def _conv3x3(in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(
+        in_ch, out_ch, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+    )
 
 
 def _conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -75,12 +84,18 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(
-        self, in_ch: int, planes: int, stride: int, downsample: nn.Module | None, norm: str
+        self,
+        in_ch: int,
+        planes: int,
+        stride: int,
+        downsample: nn.Module | None,
+        norm: str,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
-        self.conv1 = _conv3x3(in_ch, planes, stride)
+        self.conv1 = _conv3x3(in_ch, planes, stride, dilation)
         self.bn1 = make_norm(norm, planes)
-        self.conv2 = _conv3x3(planes, planes)
+        self.conv2 = _conv3x3(planes, planes, dilation=dilation)
         self.bn2 = make_norm(norm, planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -99,12 +114,18 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(
-        self, in_ch: int, planes: int, stride: int, downsample: nn.Module | None, norm: str
+        self,
+        in_ch: int,
+        planes: int,
+        stride: int,
+        downsample: nn.Module | None,
+        norm: str,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         self.conv1 = _conv1x1(in_ch, planes)
         self.bn1 = make_norm(norm, planes)
-        self.conv2 = _conv3x3(planes, planes, stride)
+        self.conv2 = _conv3x3(planes, planes, stride, dilation)
         self.bn2 = make_norm(norm, planes)
         self.conv3 = _conv1x1(planes, planes * self.expansion)
         self.bn3 = make_norm(norm, planes * self.expansion)
@@ -133,8 +154,9 @@ class ResNet(nn.Module):
 
     ``out_levels`` picks levels among 2..5 (stride ``2**level``); ``frozen_stages`` = k freezes the
     stem (k >= 0) and stages 1..k (parameters fixed, their BatchNorm kept in eval mode); ``width``
-    scales every stage (64 = standard; 16 makes a tiny, fast model for tests and demos).
-    ``out_channels`` / ``strides`` describe the returned maps.
+    scales every stage (64 = standard; 16 makes a tiny, fast model for tests and demos);
+    ``dilation`` dilates the last stage instead of striding it (C5 at stride 16, see the module
+    docstring). ``out_channels`` / ``strides`` describe the returned maps.
     """
 
     # load_weights drops these checkpoint keys: torchvision's ImageNet classifier is not built here.
@@ -148,6 +170,7 @@ class ResNet(nn.Module):
         norm: str = "bn",
         width: int = 64,
         zero_init_residual: bool = False,
+        dilation: bool = False,
     ) -> None:
         super().__init__()
         if depth not in SPECS:
@@ -165,6 +188,7 @@ class ResNet(nn.Module):
         self.depth = depth
         self.out_levels = levels
         self.frozen_stages = frozen_stages
+        self.dilation = dilation
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = make_norm(norm, width)
         self.relu = nn.ReLU(inplace=True)
@@ -174,11 +198,13 @@ class ResNet(nn.Module):
         for index, num_blocks in enumerate(blocks_per_stage):
             planes = width * 2**index
             stride = 1 if index == 0 else 2
-            layer, in_ch = self._make_stage(block, in_ch, planes, num_blocks, stride, norm)
+            dilate = dilation and index == len(blocks_per_stage) - 1
+            layer, in_ch = self._make_stage(block, in_ch, planes, num_blocks, stride, norm, dilate)
             self.add_module(f"layer{index + 1}", layer)
             stage_channels.append(in_ch)
+        stage_strides = [4, 8, 16, 16 if dilation else 32]
         self.out_channels: list[int] = [stage_channels[level - 2] for level in levels]
-        self.strides: list[int] = [2**level for level in levels]
+        self.strides: list[int] = [stage_strides[level - 2] for level in levels]
         self._init_weights(zero_init_residual)
         self._freeze()
 
@@ -190,13 +216,20 @@ class ResNet(nn.Module):
         num_blocks: int,
         stride: int,
         norm: str,
+        dilate: bool = False,
     ) -> tuple[nn.Sequential, int]:
+        """One stage; with `dilate` its stride becomes a dilation of the blocks after the first
+        (torchvision's rule: the first block keeps the previous dilation, 1 here)."""
         out_ch = planes * block.expansion
+        later_dilation = stride if dilate else 1
+        stride = 1 if dilate else stride
         downsample = None
         if stride != 1 or in_ch != out_ch:
             downsample = nn.Sequential(_conv1x1(in_ch, out_ch, stride), make_norm(norm, out_ch))
         blocks = [block(in_ch, planes, stride, downsample, norm)]
-        blocks += [block(out_ch, planes, 1, None, norm) for _ in range(num_blocks - 1)]
+        blocks += [
+            block(out_ch, planes, 1, None, norm, later_dilation) for _ in range(num_blocks - 1)
+        ]
         return nn.Sequential(*blocks), out_ch
 
     def _init_weights(self, zero_init_residual: bool) -> None:
