@@ -92,7 +92,7 @@ def test_unknown_key_in_file_names_file_key_and_known_keys(tmp_path):
     assert str(run.resolve()) in msg
     assert "unknown key 'model.backbone.widht'" in msg
     assert "given 32 (int)" in msg
-    assert "expected one of: frozen_stages, norm, type, weights, width" in msg
+    assert "expected one of: dilation, frozen_stages, norm, type, weights, width" in msg
 
 
 def test_wrong_type_names_the_base_file_that_set_it(chain, tmp_path):
@@ -116,7 +116,7 @@ def test_every_problem_is_listed(tmp_path):
 def test_override_errors_name_the_flag(chain):
     with pytest.raises(
         ConfigError,
-        match=r"--set model.backbone.depth=3: unknown key 'model.backbone.depth'; expected one of: frozen_stages, norm, type, weights, width",
+        match=r"--set model.backbone.depth=3: unknown key 'model.backbone.depth'; expected one of: dilation, frozen_stages, norm, type, weights, width",
     ):
         load_config(chain, RunConfig, overrides=["model.backbone.depth=3"])
     with pytest.raises(

@@ -6,8 +6,11 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
+from drivemtl.engine.gradient_balancing import GradNorm, MGDARepresentation, PCGrad
 from drivemtl.engine.loss_weighting import (
+    LOSS_WEIGHTINGS,
     DynamicWeightAverage,
     FixedWeighting,
     UncertaintyWeighting,
@@ -81,3 +84,33 @@ def test_build_from_config_uses_model_defaults() -> None:
     assert isinstance(dwa, DynamicWeightAverage) and dwa.window == 5
     with pytest.raises(KeyError, match="does not train"):
         build_loss_weighting({"type": "fixed", "weights": {"pose": 1.0}}, ["a"], {}, 1)
+
+
+def test_existing_strategies_keep_the_plain_backward_path() -> None:
+    model = nn.Linear(2, 1)
+    for w in (
+        FixedWeighting(["a"], {"a": 1.0}),
+        UncertaintyWeighting(["a"]),
+        DynamicWeightAverage(["a"], window=1),
+    ):
+        before = {k: v.clone() for k, v in w.state_dict().items()}
+        w.bind(model)  # the default hook looks at nothing and changes nothing
+        assert not w.needs_task_gradients and w.shared_names == frozenset()
+        assert all(torch.equal(before[k], v) for k, v in w.state_dict().items())
+        with pytest.raises(NotImplementedError, match="does not combine task gradients"):
+            w.combine_gradients({"a": t(1.0)}, None, [], [])
+
+
+def test_gradient_methods_are_registered_and_built_from_config() -> None:
+    assert {"gradnorm", "pcgrad", "mgda_ub"} <= set(LOSS_WEIGHTINGS.names())
+    built = {
+        kind: build_loss_weighting({"type": kind}, ["a", "b"], {"a": 2.0}, steps_per_epoch=5)
+        for kind in ("gradnorm", "pcgrad", "mgda_ub")
+    }
+    assert isinstance(built["gradnorm"], GradNorm) and not built["gradnorm"].needs_task_gradients
+    # GradNorm starts from the static weights (2, 1) scaled to sum to the task count
+    assert built["gradnorm"].task_weights.tolist() == pytest.approx([4 / 3, 2 / 3])
+    assert isinstance(built["pcgrad"], PCGrad) and built["pcgrad"].needs_task_gradients
+    assert isinstance(built["mgda_ub"], MGDARepresentation)
+    parameters = build_loss_weighting({"type": "mgda_ub", "gradients": "parameters"}, ["a"], {}, 1)
+    assert parameters.needs_task_gradients

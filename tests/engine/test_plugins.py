@@ -220,7 +220,7 @@ def test_new_types_are_selected_and_typed_in_yaml_configs(tmp_path: Path) -> Non
     [
         ("optimizer", "{type: adam, lr: 0.1}", r"unknown optimizer 'adam'; known: adamw, sgd"),
         ("schedule", "{type: linear}", r"unknown schedule 'linear'; known: constant, cosine, poly"),
-        ("loss_weighting", "{type: gradnorm}", r"unknown loss weighting 'gradnorm'; known: dwa"),
+        ("loss_weighting", "{type: nash}", r"unknown loss weighting 'nash'; known: dwa"),
         ("kind", "{type: distill}", r"unknown stage kind 'distill'; known: per_decoder"),
     ],
 )
@@ -243,7 +243,7 @@ def test_old_name_key_is_an_unknown_key_that_lists_type(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError,
         match=r"unknown key 'recipe\.stages\.0\.optimizer\.name' \(given 'sgd' \(str\)\); "
-        r"expected one of: betas, decay_norm_and_bias, lr, type, weight_decay",
+        r"expected one of: betas, decay_norm_and_bias, lr, lr_scale, type, weight_decay",
     ):
         load_run_config(path)
 
@@ -317,7 +317,7 @@ def test_registries_and_recipe_schema_import_without_lightning() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     assert out == [
-        "['adamw', 'sgd'] ['constant', 'cosine', 'poly', 'step'] ['dwa', 'fixed', 'uncertainty'] "
+        "['adamw', 'sgd'] ['constant', 'cosine', 'poly', 'step'] ['dwa', 'fixed', 'gradnorm', 'mgda_ub', 'pcgrad', 'uncertainty'] "
         "['per_decoder', 'pseudo_label', 'supervised']",
         "[]",
     ]

@@ -1,5 +1,8 @@
 """Loss weighting strategies behind one interface: fixed weights, uncertainty weighting, DWA.
 
+Gradient-based balancing (GradNorm, PCGrad, MGDA-UB) lives in `engine.gradient_balancing` and is
+registered here on import.
+
 Strategies are `type` + options plug-ins of ``LOSS_WEIGHTINGS``: an entry is registered with its
 options model (derived from `LossWeightingOptions`) and called as `entry(options, context)` with a
 `WeightingContext` (the stage's tasks, their static weights, sampler epoch length); it returns the
@@ -9,11 +12,18 @@ Every strategy is an `nn.Module` (its learnable parameters and running statistic
 state dict, so a resumed run continues exactly) mapping per-task losses to one total. `present`
 says which tasks had labelled samples in the batch: an absent task adds nothing and, for the
 adaptive strategies, does not move their statistics.
+
+Two optional hooks serve strategies that look at gradients. `bind(model)` is called once by the
+training module before training, so a strategy can look up parameters or modules of the model it
+weights (a pattern that matches nothing fails there). A strategy with `needs_task_gradients`
+sets the update itself: the module splits the model's trainable parameters into the strategy's
+`shared_names` and the rest and calls `combine_gradients`, which back-propagates every task on
+its own and returns one gradient per parameter; `forward`'s total is then only logged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +78,26 @@ class WeightedLoss:
     weights: dict[str, float]
 
 
+@dataclass
+class CombinedGradients:
+    """What `combine_gradients` makes of one step: a gradient per parameter, in the order
+    `shared + specific` were given (None: no task reached it, leave `.grad` alone), and the
+    weight each task's gradient received (for logging)."""
+
+    grads: list[Tensor | None]
+    weights: dict[str, float]
+
+
 class LossWeighting(nn.Module):
-    """Base class: `forward(losses, present)` -> WeightedLoss over a fixed ordered task list."""
+    """Base class: `forward(losses, present)` -> WeightedLoss over a fixed ordered task list.
+
+    `needs_task_gradients` (a class attribute; an instance may override it) says the strategy
+    computes the update itself through `combine_gradients`; `shared_names` are then the names of
+    the model's parameters it treats as shared (set by `bind`).
+    """
+
+    needs_task_gradients: bool = False
+    shared_names: frozenset[str] = frozenset()
 
     def __init__(self, tasks: list[str]) -> None:
         super().__init__()
@@ -89,6 +117,22 @@ class LossWeighting(nn.Module):
         self, losses: Mapping[str, Tensor], present: Mapping[str, bool] | None = None
     ) -> WeightedLoss:
         raise NotImplementedError
+
+    def bind(self, model: nn.Module) -> None:
+        """Look up what the strategy needs in the model it weights (once, before training)."""
+
+    def combine_gradients(
+        self,
+        losses: Mapping[str, Tensor],
+        present: Mapping[str, bool] | None,
+        shared: Sequence[Tensor],
+        specific: Sequence[Tensor],
+    ) -> CombinedGradients:
+        """The update of `shared` and `specific` parameters from per-task backward passes.
+
+        Only called when `needs_task_gradients` is true; tasks absent from the batch take no part.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not combine task gradients")
 
 
 def _zero_like(losses: Mapping[str, Tensor]) -> Tensor:
@@ -255,3 +299,8 @@ def build_loss_weighting(
             "not a LossWeighting"
         )
     return weighting
+
+
+# the gradient-based strategies register themselves in LOSS_WEIGHTINGS (import at the end: they
+# derive from the classes above)
+from drivemtl.engine import gradient_balancing as _gradient_balancing  # noqa: E402, F401

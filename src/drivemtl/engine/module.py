@@ -8,13 +8,19 @@ A stage with one optimiser uses Lightning's automatic optimisation. A stage with
 `training_step` backpropagates the weighted loss once (`manual_step`), clips each optimiser's
 gradients, steps every optimiser and its lr schedule; with one group per part and the same
 optimiser everywhere this is bit-identical to automatic optimisation.
+
+A loss weighting with `needs_task_gradients` (PCGrad, MGDA on parameters) sets the update itself:
+`training_step` hands it the per-task losses with the model's trainable parameters split into its
+`shared_names` and the rest, and back-propagates, in place of the weighted total, a surrogate
+sum_p <p, g_p> whose gradient is exactly the combined one (so precision, clipping and DDP's
+averaging stay Lightning's business under either optimisation mode).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lightning as L
@@ -23,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from drivemtl.engine.gradient_balancing import gradient_surrogate
 from drivemtl.engine.loss_weighting import LossWeighting
 from drivemtl.engine.nan_guard import NanGuard
 from drivemtl.engine.stages import (
@@ -89,6 +96,7 @@ class MultiTaskModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.weighting = weighting
+        weighting.bind(model)
         self.settings = settings
         self.guard = NanGuard(settings.max_nonfinite_steps)
         self.batches_consumed = 0
@@ -118,7 +126,11 @@ class MultiTaskModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         """Weighted multi-task loss; None (step skipped) when it is NaN / Inf on any rank."""
         out = multitask_step(self.model, self.weighting, batch, self.settings.tasks)
-        nonfinite = torch.tensor(0.0 if out.finite else 1.0, device=out.total.device)
+        loss, finite = out.total, out.finite
+        if self.weighting.needs_task_gradients and finite:
+            out, loss = self.task_gradient_loss(out)
+            finite = bool(torch.isfinite(loss.detach()))
+        nonfinite = torch.tensor(0.0 if finite else 1.0, device=out.total.device)
         if dist.is_available() and dist.is_initialized() and self.trainer.world_size > 1:
             dist.all_reduce(nonfinite, op=dist.ReduceOp.MAX)
         if float(nonfinite) > 0:
@@ -133,17 +145,35 @@ class MultiTaskModule(L.LightningModule):
                 self.log(f"loss/{task}", value.detach(), prog_bar=True, batch_size=n)
             self.log(f"weight/{task}", out.weights[task], batch_size=n)
         if not self.automatic_optimization:
-            self.manual_step(out)
+            self.manual_step(out, loss)
             return out.total.detach()
-        return out.total
+        return loss
 
-    def manual_step(self, out: StepOutput) -> None:
-        """One update under manual optimisation: backward once, clip, step every optimiser and
-        its schedule."""
+    def task_gradient_loss(self, out: StepOutput) -> tuple[StepOutput, torch.Tensor]:
+        """The weighting's combined gradient as a surrogate loss, and the weights it logged.
+
+        Without any gradient (no task labelled) the step's own total stays the loss.
+        """
+        names = self.weighting.shared_names
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        shared = [p for n, p in trainable if n in names]
+        specific = [p for n, p in trainable if n not in names]
+        combined = self.weighting.combine_gradients(out.losses, out.present, shared, specific)
+        pairs = [(p, g) for p, g in zip([*shared, *specific], combined.grads, strict=True)]
+        pairs = [(p, g) for p, g in pairs if g is not None]
+        out = replace(out, weights=combined.weights)
+        if not pairs:
+            return out, out.total
+        params, grads = zip(*pairs, strict=True)
+        return out, gradient_surrogate(params, grads)
+
+    def manual_step(self, out: StepOutput, loss: torch.Tensor | None = None) -> None:
+        """One update under manual optimisation: backward once (`loss`, default the step's
+        total), clip, step every optimiser and its schedule."""
         optimizers = self._optimizer_list()
         for optimizer in optimizers:
             optimizer.zero_grad()
-        self.manual_backward(out.total)
+        self.manual_backward(out.total if loss is None else loss)
         for optimizer in optimizers:
             if self.settings.grad_clip is not None:
                 self.clip_gradients(
