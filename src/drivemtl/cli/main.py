@@ -17,7 +17,7 @@ from drivemtl.cli.eval import eval_model
 from drivemtl.cli.eval_files import eval_files
 from drivemtl.cli.model import app as model_app
 from drivemtl.cli.predict import predict
-from drivemtl.cli.train import pseudo_label, train
+from drivemtl.cli.train import grid_search, pseudo_label, train
 from drivemtl.log import setup_logging
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ app.command("eval-files")(eval_files)
 app.add_typer(model_app, name="model")
 app.command("train")(train)
 app.command("pseudo-label")(pseudo_label)
+app.command("grid-search")(grid_search)
 app.command("predict")(predict)
 app.command("demo")(demo)
 

@@ -97,3 +97,35 @@ def pseudo_label(
     )
     card = write_pseudo_labels(cfg, checkpoint, sets, tasks, out, rules, batch_size=batch_size)
     typer.echo(f"pseudo labels: {card}")
+
+
+def grid_search(
+    config: Annotated[Path, typer.Argument(help="Run config YAML of the multi-task baseline.")],
+    weights: Annotated[
+        list[str], typer.Option("--weights", help="A grid axis TASK=W1,W2,... (repeatable).")
+    ],
+    baselines: Annotated[
+        list[Path],
+        typer.Option("--baseline", help="metrics.json of a single-task run (repeatable)."),
+    ],
+    metrics: Annotated[
+        list[str], typer.Option("--metric", help="task/metric key Δ_T averages (repeatable).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder of the grid's runs.")],
+    overrides: SetOption = None,
+    split: Annotated[str, typer.Option("--split", help="Split every point is scored on.")] = "val",
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = False,
+) -> None:
+    """Train CONFIG at every point of a loss-weight grid and pick the weights with the best Δ_T
+    against single-task baselines (DenseMTL's weight search)."""
+    from drivemtl.engine.grid_search import format_grid, parse_axis
+    from drivemtl.engine.grid_search import grid_search as search
+    from drivemtl.engine.run_config import load_run_config
+
+    axes = dict(parse_axis(text) for text in weights)
+    cfg = load_run_config(config, overrides or [])
+    result = search(cfg, axes, baselines, metrics, out, split=split, progress=progress)
+    typer.echo(format_grid(result))
+    best = result.best
+    chosen = ", ".join(f"{t}: {w:g}" for t, w in best.weights.items())
+    typer.echo(f"best: {{{chosen}}} (Δ_T {best.delta:+.2f} %), grid: {out / 'grid.json'}")
