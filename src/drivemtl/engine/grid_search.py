@@ -19,7 +19,6 @@ from pathlib import Path
 from drivemtl.engine.checkpoint import write_json
 from drivemtl.engine.plan import RecipeError
 from drivemtl.engine.run_config import RunConfig
-from drivemtl.evaluation.delta import delta_t, load_results
 
 
 @dataclass
@@ -68,6 +67,8 @@ def parse_axis(text: str) -> tuple[str, list[float]]:
 def baseline_metrics(files: Sequence[Path], keys: Sequence[str]) -> dict[str, float]:
     """The `keys` (task/metric) found in the single-task runs' `metrics.json` files (a later
     file wins); a key no file has is an error."""
+    from drivemtl.evaluation.delta import load_results  # evaluation sits beside the engine
+
     merged: dict[str, float] = {}
     for path in files:
         for key, value in load_results(path).items():
@@ -117,6 +118,7 @@ def grid_search(
 ) -> GridResult:
     """Train and score every point of the grid (see the module doc); writes `OUT/grid.json`."""
     from drivemtl.engine.trainer import run_recipe
+    from drivemtl.evaluation.delta import delta_t
     from drivemtl.evaluation.model_eval import evaluate_model
     from drivemtl.evaluation.report import flatten
 
