@@ -59,6 +59,10 @@ def test_predictions_round_trip_through_the_bdd_formats(tmp_path):
     assert np.allclose(
         [n.location for n in pose.graph.nodes], keypoints[0, :, :2].numpy(), atol=1e-5
     )
+    ids = {n.id for n in pose.graph.nodes}  # the official schema needs edges between them
+    assert len(pose.graph.edges) == 17 and all(
+        e.source in ids and e.target in ids and e.type == "body" for e in pose.graph.edges
+    )
 
     sem = read_png_unchanged(tmp_path / "masks/sem_seg/vid/vid-0000003.png")
     assert np.array_equal(sem, (np.arange(48).reshape(6, 8) % 19).astype(np.uint8))

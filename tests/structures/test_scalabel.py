@@ -84,3 +84,27 @@ def test_missing_file_and_empty_folder(tmp_path):
         load_frames(tmp_path / "none.json")
     with pytest.raises(ScalabelFormatError, match=r"holds no \*.json"):
         load_frames(tmp_path)
+
+
+def test_graphs_need_edges_as_in_the_official_schema(tmp_path):
+    path = tmp_path / "pose.json"
+    node = {"location": [1.0, 2.0], "category": "head", "id": "7-0"}
+    label = {"id": "7", "category": "pedestrian", "graph": {"nodes": [node], "type": "Pose2D"}}
+    path.write_text(json.dumps([{"name": "a.jpg", "labels": [label]}]))
+    with pytest.raises(ScalabelFormatError, match="edges"):
+        load_frames(path)
+    label["graph"]["edges"] = []
+    path.write_text(json.dumps([{"name": "a.jpg", "labels": [label]}]))
+    assert load_frames(path)[0].labels[0].graph.edges == []
+
+
+def test_skeleton_edges_join_only_the_joints_present():
+    from drivemtl.structures.bdd import POSE_SKELETON
+    from drivemtl.structures.scalabel import skeleton_edges
+
+    every = skeleton_edges({j: f"p-{j}" for j in range(18)})
+    assert [(e.source, e.target, e.type) for e in every] == [
+        (f"p-{a}", f"p-{b}", "body") for a, b in POSE_SKELETON
+    ]
+    some = skeleton_edges({0: "n0", 1: "n1", 2: "n2"})
+    assert [(e.source, e.target) for e in some] == [("n0", "n1"), ("n1", "n2")]

@@ -23,7 +23,15 @@ from drivemtl.structures.bdd import DETECTION_CLASSES_10, POSE_JOINTS, TAG_ATTRI
 from drivemtl.structures.fields import fields_of_kind
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.predictions import FramePrediction
-from drivemtl.structures.scalabel import Box2D, Frame, Graph, Label, Node, save_frames
+from drivemtl.structures.scalabel import (
+    Box2D,
+    Frame,
+    Graph,
+    Label,
+    Node,
+    save_frames,
+    skeleton_edges,
+)
 
 INSTANCE_FOLDER = "masks/ins_seg"  # RGBA instance bitmasks (official BDD100K prediction layout)
 
@@ -63,18 +71,18 @@ def _box_labels(
         if with_masks and instances.masks is not None:
             label.rle = mask_to_rle(_np(instances.masks[i]).astype(bool))
         if keypoints is not None:
-            nodes = [
-                Node(
-                    location=(float(x), float(y)),
-                    category=POSE_JOINTS[j],
-                    id=f"{ident}-{j}",
-                    score=float(s),
-                    visibility="V",
-                )
-                for j, (x, y, s) in enumerate(keypoints[i])
-                if min_joint_score is None or s >= min_joint_score
+            kept = [
+                (j, float(x), float(y), float(score))
+                for j, (x, y, score) in enumerate(keypoints[i])
+                if min_joint_score is None or score >= min_joint_score
             ]
-            label.graph = Graph(nodes=nodes, type="Pose2D-18Joints_Pred")
+            nodes = [
+                Node(location=(x, y), category=POSE_JOINTS[j], id=f"{ident}-{j}", score=score,
+                     visibility="V")
+                for j, x, y, score in kept
+            ]  # fmt: skip
+            edges = skeleton_edges({j: f"{ident}-{j}" for j, *_ in kept})
+            label.graph = Graph(nodes=nodes, edges=edges, type="Pose2D-18Joints_Pred")
         labels.append(label)
     return labels
 

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from drivemtl.errors import DriveMTLError
+from drivemtl.structures.bdd import POSE_SKELETON
 
 AttributeValue = bool | int | float | str | list[float] | list[str]
 
@@ -82,11 +83,21 @@ class Edge(_Model):
 
 
 class Graph(_Model):
-    """Nodes and edges, e.g. an 18-joint pose skeleton."""
+    """Nodes and edges, e.g. an 18-joint pose skeleton. `edges` is required (possibly empty), as
+    in the official Scalabel schema, so every graph we write loads in `scalabel.label.io.load`."""
 
     nodes: list[Node]
-    edges: list[Edge] | None = None
+    edges: list[Edge]
     type: str | None = None
+
+
+def skeleton_edges(node_ids: dict[int, str]) -> list[Edge]:
+    """The BDD100K pose skeleton's edges ("body") between the joints present (joint -> node id)."""
+    return [
+        Edge(source=node_ids[a], target=node_ids[b], type="body")
+        for a, b in POSE_SKELETON
+        if a in node_ids and b in node_ids
+    ]
 
 
 class Label(_Model):

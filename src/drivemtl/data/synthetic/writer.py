@@ -21,7 +21,16 @@ from drivemtl.data.png_codecs import (
 )
 from drivemtl.data.synthetic.render import THING_INDEX, SynthFrame
 from drivemtl.structures.bdd import LANE_CATEGORIES, LANE_DIRECTIONS, LANE_STYLES, POSE_JOINTS
-from drivemtl.structures.scalabel import Box2D, Frame, Graph, ImageSize, Label, Node, Poly2D
+from drivemtl.structures.scalabel import (
+    Box2D,
+    Frame,
+    Graph,
+    ImageSize,
+    Label,
+    Node,
+    Poly2D,
+    skeleton_edges,
+)
 
 JPEG_QUALITY = 92
 BOX_TASKS = {"detection", "instance", "mot", "mots", "pose"}
@@ -45,6 +54,7 @@ def frame_label(frame: SynthFrame, name: str, tasks: set[str], video: str | None
                              id=f"{obj.track_id}-{j}", visibility="V" if v > 0 else "N")
                         for j, (joint, (x, y, v)) in enumerate(zip(POSE_JOINTS, obj.keypoints, strict=True))
                     ],
+                    edges=skeleton_edges({j: f"{obj.track_id}-{j}" for j in range(len(POSE_JOINTS))}),
                     type="Pose2D-18Joints",
                 )  # fmt: skip
             labels.append(Label(
