@@ -22,7 +22,7 @@ from drivemtl.evaluation.config import LabelConfig, default_config, load_label_c
 from drivemtl.evaluation.lanes import LaneEvaluator
 from drivemtl.evaluation.seg_track import SegTrackEvaluator
 from drivemtl.evaluation.segmentation import SegmentationEvaluator
-from drivemtl.evaluation.tagging import TaggingEvaluator
+from drivemtl.evaluation.tagging import TaggingEvaluator, tag_attributes
 from drivemtl.evaluation.tracking import BoxTrackEvaluator
 from drivemtl.structures import bdd
 from drivemtl.structures.scalabel import Frame, load_frames
@@ -83,10 +83,11 @@ def evaluate_files(
         tracker.update_frames(gt_frames, pred_frames)
         return FileEvalResult(task, tracker.compute(), tracker.skipped)
     if task == "tagging":
-        tagger = TaggingEvaluator()
+        attributes = tag_attributes(label_config) if config is not None else None
+        tagger = TaggingEvaluator(attributes, strict)
         skipped = _unmatched(gt_frames, pred_frames, strict)
         tagger.update_frames(gt_frames, pred_frames)
-        return FileEvalResult(task, tagger.compute(), skipped)
+        return FileEvalResult(task, tagger.compute_official(), skipped + tagger.skipped)
     return _rle_segmentation(task, gt_frames, pred_frames, label_config, strict)
 
 
