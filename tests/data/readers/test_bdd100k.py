@@ -270,7 +270,12 @@ def _pose_label(ident: str, box: list[float], joints: dict[str, tuple[float, flo
         {"location": [x, y], "category": joint, "visibility": vis}
         for joint, (x, y, vis) in joints.items()
     ]
-    return {"id": ident, "category": "pedestrian", "box2d": _box(*box), "graph": {"nodes": nodes}}
+    return {
+        "id": ident,
+        "category": "pedestrian",
+        "box2d": _box(*box),
+        "graph": {"nodes": nodes, "edges": []},
+    }
 
 
 def _without_graphs(root: Path) -> list[dict]:
