@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -31,6 +32,25 @@ def test_detection_matches_official(fixtures_dir: Path) -> None:
         "AP/bus": 0.3025302530253025, "AP/motorcycle": 4.574628954954978, "AP/train": math.nan,
         "AP/bicycle": math.nan, "AP/traffic light": math.nan, "AP/traffic sign": math.nan,
     })  # fmt: skip
+
+
+def test_gt_of_an_unlisted_category_is_left_out_with_a_warning(
+    fixtures_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = fixtures_dir / "bdd100k"
+    frames = json.loads((b / "box_track/track_sample_anns.json").read_text())
+    items = frames if isinstance(frames, list) else frames["frames"]
+    extra = {"id": "u1", "category": "unicorn", "box2d": {"x1": 1, "y1": 1, "x2": 50, "y2": 50}}
+    items[0]["labels"] = [*(items[0].get("labels") or []), extra]
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps(frames))
+    args = (b / "det/bbox_predictions.json", b / "det/det_configs.toml")
+    official = evaluate_files("det", b / "box_track/track_sample_anns.json", *args)
+    with caplog.at_level("WARNING", logger="drivemtl"):
+        result = evaluate_files("det", gt, *args)
+    assert result.metrics == pytest.approx(official.metrics, nan_ok=True)  # what the toolkit gives
+    assert "1 label(s) of categories the config does not list left out" in caplog.text
+    assert "'unicorn': 1" in caplog.text
 
 
 def test_mot_matches_official(fixtures_dir: Path) -> None:

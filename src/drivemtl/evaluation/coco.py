@@ -113,12 +113,14 @@ class CocoEvaluator:
         self.image_size = image_size
         self.strict = strict
         self.skipped: Counter[str] = Counter()
+        self.other_gt: Counter[str] = Counter()  # GT labels of categories outside the config
         self.images: dict[str, _Image] = {}
 
     def reset(self) -> None:
         """Forget all frames."""
         self.images = {}
         self.skipped = Counter()
+        self.other_gt = Counter()
 
     def merge(self, other: CocoEvaluator) -> None:
         """Add another evaluator's frames (a frame seen by both is an error)."""
@@ -131,8 +133,12 @@ class CocoEvaluator:
 
     # ----------------------------------------------------------------- file side (Scalabel)
     def update_frames(self, gt_frames: list[Frame], pred_frames: list[Frame]) -> None:
-        """Add Scalabel ground-truth frames and the predictions for them (matched by name)."""
+        """Add Scalabel ground-truth frames and the predictions for them (matched by name).
+
+        Ground-truth labels of categories outside the config are left out, as the official
+        evaluator does, with one warning giving their counts per category."""
         preds = _index_predictions(gt_frames, pred_frames, self.strict, self.skipped)
+        before = sum(self.other_gt.values())
         for frame in gt_frames:
             if frame.name in self.images:
                 raise EvaluationInputError(f"ground truth has frame {frame.name!r} twice")
@@ -145,6 +151,12 @@ class CocoEvaluator:
             if pred is not None:
                 image.dts = self._labels_to_annotations(pred, pred.labels or [], is_pred=True)
             self.images[frame.name] = image
+        if sum(self.other_gt.values()) > before:
+            LOG.warning(
+                "ground truth: %d label(s) of categories the config does not list left out, as "
+                "the official evaluator does: %s",
+                sum(self.other_gt.values()) - before, dict(self.other_gt),
+            )  # fmt: skip
 
     def _labels_to_annotations(
         self, frame: Frame, labels: list[Label], is_pred: bool
@@ -162,6 +174,7 @@ class CocoEvaluator:
                 self._unknown(frame, label)
                 continue
             else:  # ground truth of other categories is left out, as the toolkit does
+                self.other_gt[str(label.category)] += 1
                 continue
             ann: dict[str, Any] = {
                 "category_id": category_id,
