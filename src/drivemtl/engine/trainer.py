@@ -424,15 +424,23 @@ def _checkpoint_problem(path: Path) -> str | None:
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: refused to resume from it: it holds objects that only load by running "
-            f"code ({first}); DriveMTL's checkpoints hold tensors and plain values only"
-        ) from None
+        raise _refused(path, exc) from None
     except Exception as exc:  # truncated / corrupt archives raise RuntimeError, EOFError, ...
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = _first_line(exc)
         return f"corrupt checkpoint ({type(exc).__name__}: {first[:120]})"
     return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _refused(path: Path | str | None, exc: BaseException) -> CheckpointError:
+    """The error of a checkpoint that only loads by running code (never resumed from)."""
+    return CheckpointError(
+        f"{path}: refused to resume from it: it holds objects that only load by running "
+        f"code ({_first_line(exc)}); DriveMTL's checkpoints hold tensors and plain values only"
+    )
 
 
 def _stage_dataset(ctx: RunContext, plan: StagePlan) -> tuple[Any, int]:
@@ -541,11 +549,7 @@ def _fit(
         try:  # resume never unpickles code: only tensors and plain containers load
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except pickle.UnpicklingError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CheckpointError(
-                f"{ckpt_path}: refused to resume from it: it holds objects that only load by "
-                f"running code ({first}); DriveMTL's checkpoints hold tensors and plain values only"
-            ) from None
+            raise _refused(ckpt_path, exc) from None
 
 
 @contextlib.contextmanager
