@@ -44,6 +44,7 @@ from drivemtl.engine.loss_weighting import (
     WeightedLoss,
     WeightingContext,
     _zero_like,
+    weighted_sum,
 )
 from drivemtl.engine.stages import matching
 from drivemtl.errors import DriveMTLError
@@ -391,11 +392,7 @@ class SharedGradientWeighting(LossWeighting):
     ) -> WeightedLoss:
         """sum_t w_t L_t over the given losses (an unlabelled task's loss is already zero)."""
         self._check(losses)
-        total = _zero_like(losses)
-        for task in self.tasks:
-            if task in losses:
-                total = total + self.static[task] * losses[task]
-        return WeightedLoss(total, dict(self.static))
+        return WeightedLoss(weighted_sum(losses, self.static), dict(self.static))
 
     def combine_gradients(
         self,

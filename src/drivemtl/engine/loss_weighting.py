@@ -135,6 +135,15 @@ class LossWeighting(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not combine task gradients")
 
 
+def weighted_sum(losses: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor:
+    """sum_t w_t L_t over the tasks of `weights` that have a loss (in `weights` order)."""
+    total = _zero_like(losses)
+    for task, weight in weights.items():
+        if task in losses:
+            total = total + weight * losses[task]
+    return total
+
+
 def _zero_like(losses: Mapping[str, Tensor]) -> Tensor:
     """A zero total that stays connected to the graph of the (zero) task losses."""
     values = list(losses.values())
@@ -158,11 +167,7 @@ class FixedWeighting(LossWeighting):
     ) -> WeightedLoss:
         """Weighted sum over all given losses (an unlabelled task's loss is already zero)."""
         self._check(losses)
-        total = _zero_like(losses)
-        for task in self.tasks:
-            if task in losses:
-                total = total + self.weights[task] * losses[task]
-        return WeightedLoss(total, dict(self.weights))
+        return WeightedLoss(weighted_sum(losses, self.weights), dict(self.weights))
 
 
 class UncertaintyWeighting(LossWeighting):
