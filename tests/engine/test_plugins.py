@@ -318,6 +318,6 @@ def test_registries_and_recipe_schema_import_without_lightning() -> None:
     ).stdout.splitlines()
     assert out == [
         "['adamw', 'sgd'] ['constant', 'cosine', 'poly', 'step'] ['dwa', 'fixed', 'gradnorm', 'mgda_ub', 'pcgrad', 'uncertainty'] "
-        "['per_decoder', 'pseudo_label', 'supervised']",
+        "['per_decoder', 'pseudo_label', 'supervised', 'uda_adversarial']",
         "[]",
     ]

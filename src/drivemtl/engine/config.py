@@ -170,3 +170,7 @@ class TrainConfig(StrictModel):
     max_nonfinite_steps: int = Field(
         5, gt=0, description="stop after this many consecutive steps with a NaN / Inf loss"
     )
+
+
+# Stage kinds shipped outside `drivemtl.engine.stages` register themselves on import.
+from drivemtl.engine import adversarial  # noqa: E402, F401  (uda_adversarial)

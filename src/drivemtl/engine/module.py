@@ -206,14 +206,26 @@ class MultiTaskModule(L.LightningModule):
             self.log("images_per_s", rate, prog_bar=True, batch_size=len(batch))
         self._last_batch_time = now
 
+    @property
+    def optimizer_count(self) -> int:
+        """An upper bound of the optimisers the stage steps (the stage's own may step none)."""
+        return len(self.settings.optimizer_groups) + 1
+
     def configure_optimizers(self) -> Any:
         """The stage's optimiser(s) over trainable parameters, each with a per-step lr schedule."""
+        optimizers = self.model_optimizers()
+        if self.automatic_optimization:
+            return {"optimizer": optimizers[0], "lr_scheduler": self._schedule(optimizers[0])}
+        return optimizers, [self._schedule(optimizer) for optimizer in optimizers]
+
+    def model_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimisers of the model's (and the weighting's) trainable parameters: one, or
+        one per optimiser group plus the stage's for the rest."""
         named = [(f"model.{n}", p) for n, p in self.model.named_parameters()]
         named += [(f"weighting.{n}", p) for n, p in self.weighting.named_parameters()]
         exempt = {f"model.{n}" for n in no_decay_names(self.model)}
-        if self.automatic_optimization:
-            optimizer = build_optimizer(named, self.settings.optimizer, exempt)
-            return {"optimizer": optimizer, "lr_scheduler": self._schedule(optimizer)}
+        if not self.settings.optimizer_groups:
+            return [build_optimizer(named, self.settings.optimizer, exempt)]
         optimizers = []
         taken: set[str] = set()
         for group in self.settings.optimizer_groups:
@@ -224,7 +236,7 @@ class MultiTaskModule(L.LightningModule):
         rest = [(n, p) for n, p in named if n not in taken and p.requires_grad]
         if rest:
             optimizers.append(build_optimizer(rest, self.settings.optimizer, exempt))
-        return optimizers, [self._schedule(optimizer) for optimizer in optimizers]
+        return optimizers
 
     def _schedule(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         scheduler = build_scheduler(

@@ -6,7 +6,7 @@ The Lightning module calls `multitask_step`; tests and other engines can call it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -23,12 +23,14 @@ class LossModel(Protocol):
 
 @dataclass
 class StepOutput:
-    """The total loss to back-propagate, the unweighted per-task losses, weights and presence."""
+    """The total loss to back-propagate, the unweighted per-task losses, weights and presence;
+    `outputs` are the model's raw outputs when the step was asked to keep them."""
 
     total: Tensor
     losses: dict[str, Tensor]
     weights: dict[str, float]
     present: dict[str, bool]
+    outputs: Any = None
 
     @property
     def finite(self) -> bool:
@@ -37,14 +39,23 @@ class StepOutput:
 
 
 def multitask_step(
-    model: LossModel, weighting: LossWeighting, batch: Batch, tasks: list[str]
+    model: LossModel,
+    weighting: LossWeighting,
+    batch: Batch,
+    tasks: list[str],
+    keep_outputs: bool = False,
 ) -> StepOutput:
     """Losses of `tasks` on `batch`, combined by `weighting`; unlabelled tasks count as absent.
 
     When no task of the batch is labelled (so no loss has a graph), the total is a zero connected
-    to the trainable parameters, so every DDP rank still runs a backward pass.
+    to the trainable parameters, so every DDP rank still runs a backward pass. `keep_outputs`
+    keeps the raw outputs (the model needs `losses_and_outputs`).
     """
-    losses = model.losses(batch, tasks)
+    outputs = None
+    if keep_outputs:
+        losses, outputs = model.losses_and_outputs(batch, tasks)  # type: ignore[attr-defined]
+    else:
+        losses = model.losses(batch, tasks)
     present = {t: bool(batch.is_labeled(t).any()) for t in tasks}
     weighted = weighting(losses, present)
     total = weighted.total
@@ -53,4 +64,6 @@ def multitask_step(
         params += [p for p in weighting.parameters() if p.requires_grad]
         if params:
             total = total + sum(p.sum() for p in params) * 0.0
-    return StepOutput(total=total, losses=losses, weights=weighted.weights, present=present)
+    return StepOutput(
+        total=total, losses=losses, weights=weighted.weights, present=present, outputs=outputs
+    )

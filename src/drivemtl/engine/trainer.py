@@ -366,8 +366,9 @@ def _train(ctx: RunContext, plan: StagePlan) -> StageResult:
     strategy = _strategy(ctx.config, ctx.devices)
     if "spawn" not in strategy:  # spawned processes build their own (datasets hold mp locks)
         datamodule.dataset = dataset
+    module, datamodule = plan.training_modules(module, datamodule)
     weights = folder / WEIGHTS
-    trainer = _lightning_trainer(ctx, plan, folder, strategy, total, last, weights)
+    trainer = _lightning_trainer(ctx, plan, module, folder, strategy, total, last, weights)
     ckpt_path = resume_checkpoint(last) if ctx.resume else None
     if ckpt_path:
         log.info("stage %s: resuming from %s", plan.name, ckpt_path)
@@ -485,6 +486,7 @@ def _stage_module(
 def _lightning_trainer(
     ctx: RunContext,
     plan: StagePlan,
+    module: MultiTaskModule,
     folder: Path,
     strategy: str,
     total: int,
@@ -496,8 +498,8 @@ def _lightning_trainer(
     Under manual optimisation (several optimisers) the module clips gradients itself, and
     Lightning counts each optimiser's step in `max_steps`."""
     train = ctx.config.train
-    manual = len(plan.optimizers) > 0
-    optimizers = len(plan.optimizers) + 1  # an upper bound: the stage's optimiser may step none
+    manual = not module.automatic_optimization
+    optimizers = module.optimizer_count
     log_dir = folder / "logs"
     callbacks: list[Callback] = [
         PeriodicCheckpoint(last, train.checkpoint_every_n_steps),

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drivemtl.data import DataConfig
-from drivemtl.engine.config import StageConfig
 from drivemtl.engine.stages import FreezePlan, OptimizerGroup
 from drivemtl.log import get_logger
 from drivemtl.structures.fields import known_tasks, pseudo_mask_field
 
 if TYPE_CHECKING:
+    from drivemtl.engine.config import StageConfig
     from drivemtl.engine.trainer import RunContext
 
 log = get_logger(__name__)
@@ -126,6 +126,12 @@ class StagePlan(Unit):
     def run(self, context: RunContext) -> StageResult:
         """Train through Lightning (continues from `last.ckpt` when the run resumes)."""
         return context.train(self)
+
+    def training_modules(self, module: Any, datamodule: Any) -> tuple[Any, Any]:
+        """The Lightning module and data module that train this unit, given the engine's
+        (`MultiTaskModule`, `StageDataModule`); a unit with its own training step (e.g.
+        adversarial domain adaptation) returns its own, built from them. Default: unchanged."""
+        return module, datamodule
 
 
 @dataclass

@@ -401,19 +401,26 @@ class MultiTaskNet(nn.Module):
 
         Heads of tasks that no sample of the batch is labelled for are not run at all.
         """
+        return self.losses_and_outputs(batch, tasks)[0]
+
+    def losses_and_outputs(
+        self, batch: Batch, tasks: Iterable[str] | None = None
+    ) -> tuple[dict[str, Tensor], ModelOutputs | None]:
+        """`losses`, and the raw outputs they came from (None when no task is labelled), for
+        training schemes that also use the outputs (output-level domain adaptation)."""
         requested = self._check_tasks(tasks)
         active = [t for t in requested if bool(self._labeled_for(t, batch).any())]
         zero = torch.zeros((), device=batch.images.device)
         losses = {t: zero for t in requested}
         if not active:
-            return losses
+            return losses, None
         outputs = self.forward(batch, active, targets=True)
         for name in active:
             losses[name] = self.tasks[name].loss(outputs[name], batch)
         for name, owner in self.support_owner.items():
             if owner in active and name in outputs:
                 losses[owner] = losses[owner] + self.support[name].loss(outputs[name], batch)
-        return losses
+        return losses, outputs
 
     def _labeled_for(self, task: str, batch: Batch) -> Tensor:
         mask = self.tasks[task].labeled(batch)

@@ -134,6 +134,12 @@ class Task:
         A stateless task (the default) does nothing."""
         return None
 
+    def domain_map(self, outputs: Any, batch: Batch) -> Tensor | None:
+        """[B, C, h, w] differentiable map of the raw outputs that an output-level domain
+        discriminator sees (unsupervised domain adaptation); None: the task cannot be adapted
+        that way (the default)."""
+        return None
+
     def labeled(self, batch: Batch) -> Tensor:
         """[B] bool mask of the samples labelled for this task."""
         return batch.is_labeled(self.name)

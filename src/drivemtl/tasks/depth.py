@@ -59,6 +59,14 @@ class DepthTask(DenseTask):
         fn = berhu if self.options.loss == "berhu" else l1
         return fn(pred, target, valid)
 
+    def domain_map(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+        """Depth normalised to [0, 1] by the depth range [min_depth, max_depth], [B, 1, h, w]
+        (DenseMTL aligns the continuous normalised depth maps)."""
+        opts = self.options
+        inverse = self.inverse_depth(self.family.decode(outputs, batch))
+        depth = (opts.max_depth / inverse.clamp(min=1e-6)).clamp(opts.min_depth, opts.max_depth)
+        return ((depth - opts.min_depth) / (opts.max_depth - opts.min_depth))[:, None]
+
     def predictions(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
         """[H, W] depth in metres per sample."""
         inverse = self.inverse_depth({k: v.detach().float() for k, v in outputs.items()})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from drivemtl.structures.batch import Batch
@@ -30,6 +31,12 @@ class EdgesTask(DenseTask):
             return zero_loss(batch.images.device)
         target = require_target(batch, "edges", self.name)[mask.to(batch.images.device)]
         return balanced_bce(selected["logits"][:, 0], target.to(selected["logits"].device))
+
+    def domain_map(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+        """Binary self-information -p log p - (1 - p) log(1 - p) of the edge probability."""
+        logits = self.family.decode(outputs, batch)["logits"].float()
+        p, log_p, log_q = logits.sigmoid(), F.logsigmoid(logits), F.logsigmoid(-logits)
+        return -(p * log_p + (1 - p) * log_q)
 
     def predictions(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
         """[H, W] edge probability per sample."""

@@ -34,6 +34,11 @@ class NormalsTask(DenseTask):
         valid = target.abs().sum(dim=1) > 0
         return cosine_loss(selected["normals"], target, valid)
 
+    def domain_map(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+        """Unit normals mapped from [-1, 1] to [0, 1], [B, 3, h, w]."""
+        normals = self.family.decode(outputs, batch)["normals"].float()
+        return (F.normalize(normals, dim=1, eps=1e-8) + 1.0) / 2.0
+
     def predictions(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
         """[3, H, W] unit normals per sample; a flip negates the x component back."""
         raw = outputs["normals"].detach().float()

@@ -34,6 +34,11 @@ class SemanticTask(DenseTask):
         target = require_target(batch, self.target_field, self.name)[mask.to(batch.images.device)]
         return cross_entropy(selected["logits"], target.to(selected["logits"].device))
 
+    def domain_map(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
+        """AdvEnt's weighted self-information -p log p of the softmax, [B, classes, h, w]."""
+        log_p = self.family.decode(outputs, batch)["logits"].float().log_softmax(dim=1)
+        return -log_p.exp() * log_p
+
     def predictions(self, outputs: dict[str, Tensor], batch: Batch) -> list[FramePrediction]:
         """Class map (argmax of the upsampled probabilities) and its confidence, per sample."""
         probs = outputs["logits"].detach().float().softmax(dim=1)
