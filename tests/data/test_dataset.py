@@ -348,3 +348,36 @@ def test_pseudo_label_sources_replace_the_sets_labels(tmp_path, bdd_set):
     s = build_dataset(cfg)[3]
     assert (s.semantic == 5).all()
     assert s.instances.boxes.tolist() == [[1, 2, 3, 4]] and s.instances.classes.tolist() == [4]
+
+
+def test_remap_maps_class_maps_onto_another_class_list(tmp_path, bdd_set):
+    bdd_set(tmp_path)
+    remap = {"semantic": {"classes": ["flat", "vehicle"],
+                          "map": {"road": "flat", "sidewalk": "flat", "car": "vehicle",
+                                  "bus": "vehicle"}}}  # fmt: skip
+    plain = build_dataset(_cfg(tmp_path, ["semantic"]))[1].semantic
+    mapped = build_dataset(_cfg(tmp_path, ["semantic"], set={"remap": remap}))[1].semantic
+    names = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+             "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+             "bus", "train", "motorcycle", "bicycle")  # fmt: skip
+    new = {"road": 0, "sidewalk": 0, "car": 1, "bus": 1}
+    expected = plain.clone()
+    for old in range(256):
+        name = names[old] if old < len(names) else None
+        expected[plain == old] = new.get(name, 255)
+    assert mapped.dtype == plain.dtype and torch.equal(mapped, expected)
+    assert set(mapped.unique().tolist()) == {0, 1, 255}
+
+
+@pytest.mark.parametrize(
+    ("remap", "message"),
+    [
+        ({"lanes": {"classes": ["a"], "map": {"road": "a"}}}, "'lanes' cannot be remapped"),
+        ({"semantic": {"classes": ["a"], "map": {"rd": "a"}}}, r"\['rd'\] are not semantic"),
+        ({"semantic": {"classes": ["a"], "map": {"road": "b"}}}, r"targets \['b'\] are not in"),
+        ({"semantic": {"classes": ["a", "a"], "map": {"road": "a"}}}, "repeat a name"),
+    ],
+)
+def test_bad_remaps_name_what_is_wrong(tmp_path, remap, message):
+    with pytest.raises(ValueError, match=message):
+        _cfg(tmp_path, ["semantic"], set={"remap": remap})

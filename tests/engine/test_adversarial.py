@@ -45,6 +45,13 @@ def test_the_kind_plans_one_unit_with_an_images_only_target() -> None:
     assert plan.options.weight("semantic") == 0.02
 
 
+def test_without_sets_the_source_is_every_set_but_the_targets() -> None:
+    config = make_config(Path("x"), [{k: v for k, v in _stage().items() if k != "sets"}])
+    (plan,) = plan_for_model(config, build_model(config.model))
+    assert plan.sets == ["seg"] and plan.target_sets == ["tag"]
+    assert list(plan.data.sets) == ["seg"]
+
+
 def test_which_tasks_can_be_adapted() -> None:
     assert [t for t in ("semantic", "depth", "normals", "edges", "drivable") if adaptable(t)] == [
         "semantic", "depth", "normals", "edges", "drivable",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from drivemtl.engine.adversarial import AdversarialPlan
 from drivemtl.engine.config import RecipeConfig, StageConfig
 from drivemtl.engine.plan import MergePlan, StagePlan, plan_for_model
 from drivemtl.engine.run_config import load_run_config
@@ -43,6 +44,11 @@ def test_shipped_examples_plan(path: Path) -> None:
     config = load_run_config(path)
     plans = plan_for_model(config, build_model(config.model))
     assert plans
+    if path.stem.startswith("densemtl_uda"):  # VKITTI2 source, images-only target, 8 classes
+        (uda,) = plans
+        assert isinstance(uda, AdversarialPlan) and uda.sets == ["source"]
+        assert uda.adapt == ["semantic", "depth"] and uda.target_data.sets["target"].tasks == []
+        assert len(config.model.tasks["semantic"].head["classes"]) == 8
     if path.stem == "vtd_cpf":
         subs = [p for p in plans if isinstance(p, StagePlan) and p.group == "decoders"]
         assert sorted(p.tasks[0] for p in subs) == sorted(config.model.tasks)
@@ -52,3 +58,23 @@ def test_shipped_examples_plan(path: Path) -> None:
         adapt = plans[0]
         assert isinstance(adapt, StagePlan)
         assert all(n.startswith("neck.") for n in adapt.freeze.trainable)
+
+
+def test_a_sets_class_list_must_be_the_models(tmp_path: Path) -> None:
+    from drivemtl.config.loader import ConfigError, validate_tree
+    from drivemtl.engine.run_config import RunConfig
+
+    remap = {"classes": ["flat", "vehicle"], "map": {"road": "flat", "car": "vehicle"}}
+    tree = {
+        "model": {"tasks": {"semantic": {"head": {"classes": ["flat", "vehicle"]}}}},
+        "data": {"sets": {
+            "a": {"root": str(tmp_path), "tasks": ["semantic"], "remap": {"semantic": remap}},
+            "b": {"root": str(tmp_path), "tasks": ["semantic"]},
+            "c": {"root": str(tmp_path), "tasks": []},
+        }},
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match=r"data.sets.b: its semantic classes \['road'"):
+        validate_tree(tree, {}, RunConfig, "<test>")
+    del tree["data"]["sets"]["b"]
+    config = validate_tree(tree, {}, RunConfig, "<test>")
+    assert config.data.sets["a"].classes_of("semantic") == ("flat", "vehicle")

@@ -41,3 +41,13 @@ def test_postprocess_returns_metres() -> None:
     (pred,) = DepthTask().postprocess({"inverse": raw}, batch)
     assert torch.allclose(pred.depth[:, 60:], torch.full((64, 36), 20.0), rtol=1e-5)
     assert torch.allclose(pred.depth[:, :40], torch.full((64, 40), 80.0))
+
+
+def test_the_domain_map_is_depth_normalised_by_the_range() -> None:
+    raw = torch.tensor([[[[0.5, 3.0, -30.0]]]])  # inverse-depth logits
+    inverse = [math.log1p(math.exp(v)) for v in (0.5, 3.0, -30.0)]
+    depth = [min(max(80.0 / v, 0.1), 80.0) for v in inverse]
+    expected = torch.tensor([(d - 0.1) / 79.9 for d in depth])
+    got = DepthTask().domain_map({"inverse": raw}, make_batch(1, ("depth",)))
+    assert got.shape == (1, 1, 1, 3) and torch.allclose(got.flatten(), expected, atol=1e-6)
+    assert float(got.max()) == 1.0  # far (tiny inverse) clamps to d_far

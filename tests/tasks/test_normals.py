@@ -39,3 +39,9 @@ def test_postprocess_normalises_and_unflips() -> None:
     batch.metas[0].flipped = True
     (flipped,) = NormalsTask().postprocess({"normals": raw}, batch)
     assert torch.allclose(flipped.normals[:, 5, 5], torch.tensor([-1.0, 0.0, 1.0]) / math.sqrt(2))
+
+
+def test_the_domain_map_is_the_unit_normal_in_0_1() -> None:
+    raw = torch.tensor([3.0, 4.0, 0.0]).view(1, 3, 1, 1)
+    got = NormalsTask().domain_map({"normals": raw}, make_batch(1, ("normals",)))
+    assert torch.allclose(got.flatten(), torch.tensor([0.8, 0.9, 0.5]), atol=1e-6)

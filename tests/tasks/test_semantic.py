@@ -62,3 +62,21 @@ def test_postprocess_puts_a_crop_back() -> None:
     (pred,) = SemanticTask().postprocess({"logits": logits}, _batch(meta, (2, 2), (2, 2)))
     assert pred.semantic[1:3, 2:4].eq(7).all()
     assert pred.semantic[0].eq(0).all() and pred.semantic[:, :2].eq(0).all()
+
+
+def test_a_configured_class_list_sets_the_head_width_and_the_names() -> None:
+    from drivemtl.models.config import TaskConfig
+
+    task = SemanticTask(TaskConfig(head={"classes": ["flat", "vehicle", "sky"]}))
+    assert task.classes == ("flat", "vehicle", "sky") and task.branches() == {"logits": 3}
+    assert SemanticTask().classes[0] == "road" and len(SemanticTask().classes) == 19
+
+
+def test_the_domain_map_is_the_weighted_self_information() -> None:
+    logits = torch.tensor([[[[0.0]], [[1.0]], [[-2.0]]]], dtype=torch.float64)  # [1, 3, 1, 1]
+    p = [math.exp(v) for v in (0.0, 1.0, -2.0)]
+    p = [v / sum(p) for v in p]
+    expected = [-v * math.log(v) for v in p]
+    got = SemanticTask().domain_map({"logits": logits}, make_batch(1, ("semantic",)))
+    assert got.shape == (1, 3, 1, 1)
+    assert torch.allclose(got.flatten().double(), torch.tensor(expected, dtype=torch.float64))

@@ -20,7 +20,8 @@ def synth(
     preset: Annotated[
         str,
         typer.Option(
-            help="bdd-sets, lv-disjoint-normal, lv-disjoint-balance, lv-full, dense or all."
+            help="bdd-sets, lv-disjoint-normal, lv-disjoint-balance, lv-full, dense, dense-uda "
+            "(clear daytime source, fog / snow / rain at night target) or all."
         ),
     ] = "bdd-sets",
     out: Annotated[

@@ -11,7 +11,14 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from drivemtl.config.base import StrictModel
+from drivemtl.structures.bdd import DRIVABLE_CLASSES, SEMANTIC_CLASSES
 from drivemtl.structures.fields import known_tasks
+
+# Class-map fields a set may remap onto another class list, with the classes their readers give.
+REMAPPABLE: dict[str, tuple[str, ...]] = {
+    "semantic": SEMANTIC_CLASSES,
+    "drivable": DRIVABLE_CLASSES,
+}
 
 
 def _check_tasks(tasks: list[str]) -> list[str]:
@@ -47,6 +54,31 @@ class ClipConfig(StrictModel):
     still: Literal["copy", "none"] = "copy"
 
 
+class ClassRemap(StrictModel):
+    """A class-map field onto another class list (e.g. DenseMTL's 8 VKITTI2 / Cityscapes
+    classes): `map` gives, for each reader class kept, its class in `classes`; every other class
+    becomes ignore (255)."""
+
+    classes: list[str] = Field(min_length=1, max_length=255, description="the new class list")
+    map: dict[str, str] = Field(min_length=1, description="reader class -> class of `classes`")
+
+    @model_validator(mode="after")
+    def _targets_known(self) -> ClassRemap:
+        unknown = sorted({v for v in self.map.values() if v not in self.classes})
+        if unknown:
+            raise ValueError(f"map targets {unknown} are not in classes {self.classes}")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes {self.classes} repeat a name")
+        return self
+
+    def table(self, source: tuple[str, ...]) -> list[int]:
+        """Lookup table old id -> new id (255 for unmapped ids and for 255 itself)."""
+        lut = [255] * 256
+        for name, target in self.map.items():
+            lut[source.index(name)] = self.classes.index(target)
+        return lut
+
+
 class ImageSetConfig(StrictModel):
     """One image set: a reader over a root folder and the tasks its frames are labelled for.
 
@@ -71,8 +103,29 @@ class ImageSetConfig(StrictModel):
     load_size: tuple[int, int] | None = Field(
         None, description="(H, W) to resize to while reading (intrinsics scaled to match)"
     )
+    remap: dict[str, ClassRemap] = Field(
+        default_factory=dict,
+        description="class-map field (semantic, drivable) -> its classes mapped onto another list",
+    )
 
     _tasks = field_validator("tasks")(_check_tasks)
+
+    @field_validator("remap")
+    @classmethod
+    def _remappable(cls, remap: dict[str, ClassRemap]) -> dict[str, ClassRemap]:
+        for name, spec in remap.items():
+            if name not in REMAPPABLE:
+                raise ValueError(f"remap: {name!r} cannot be remapped; remappable: "
+                                 f"{', '.join(REMAPPABLE)}")  # fmt: skip
+            unknown = sorted(k for k in spec.map if k not in REMAPPABLE[name])
+            if unknown:
+                raise ValueError(f"remap.{name}.map: {unknown} are not {name} classes "
+                                 f"({', '.join(REMAPPABLE[name])})")  # fmt: skip
+        return remap
+
+    def classes_of(self, name: str) -> tuple[str, ...]:
+        """The class list of class-map field `name` as this set gives it (after `remap`)."""
+        return tuple(self.remap[name].classes) if name in self.remap else REMAPPABLE[name]
 
 
 class LabelSelection(StrictModel):

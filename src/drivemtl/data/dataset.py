@@ -5,14 +5,16 @@ from __future__ import annotations
 import bisect
 import copy
 import dataclasses
+import functools
 import multiprocessing
 import random
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset
 
-from drivemtl.data.config import DataConfig, ImageSetConfig, SubsetConfig
+from drivemtl.data.config import REMAPPABLE, DataConfig, ImageSetConfig, SubsetConfig
 from drivemtl.data.errors import DataError
 from drivemtl.data.readers import READERS, ImageSetReader
 from drivemtl.log import get_logger
@@ -118,11 +120,27 @@ class ImageSetDataset(Dataset[Sample]):
         return [frames[p] for p in picks]
 
     def _read(self, record_index: int) -> Sample:
-        sample = self.reader.read(record_index)
+        sample = self._remapped(self.reader.read(record_index))
         for ref in self.reference_indices(record_index):
             same = ref == record_index
-            sample.references.append(_copy_frame(sample) if same else self.reader.read(ref))
+            frame = _copy_frame(sample) if same else self._remapped(self.reader.read(ref))
+            sample.references.append(frame)
         return sample
+
+    def _remapped(self, sample: Sample) -> Sample:
+        """The sample with its class-map fields mapped by the set's `remap` (see ClassRemap)."""
+        for name, tables in self._remap_tables.items():
+            value = getattr(sample, name)
+            if value is not None:
+                setattr(sample, name, tables[value.long()].to(value.dtype))
+        return sample
+
+    @functools.cached_property
+    def _remap_tables(self) -> dict[str, torch.Tensor]:
+        return {
+            name: torch.tensor(spec.table(REMAPPABLE[name]), dtype=torch.int64)
+            for name, spec in self.cfg.remap.items()
+        }
 
     def _skip(self, exc: DataError) -> None:
         """Count and log a frame left out for bad input (on_error=skip)."""

@@ -110,19 +110,26 @@ def _target_data(request: StageRequest, target_sets: list[str]) -> DataConfig:
     return data.model_copy(update={"sets": sets, "label_settings": {}, "label_setting": None})
 
 
-def _check_targets(options: AdversarialOptions, request: StageRequest) -> None:
+def _source_sets(options: AdversarialOptions, request: StageRequest) -> list[str]:
+    """The stage's source sets: its `sets`, or (unset) every set but the targets."""
     known = sorted(request.run_data.sets)
     unknown = [s for s in options.target_sets if s not in request.run_data.sets]
     if unknown:
         raise AdaptationError(
             f"{request.where}: target_sets {unknown} are not image sets of the data ({known})"
         )
+    if request.stage.sets is None:
+        source = [s for s in request.sets if s not in options.target_sets]
+        if not source:
+            raise AdaptationError(f"{request.where}: no set is left for the source domain")
+        return source
     shared = [s for s in options.target_sets if s in request.sets]
     if shared:
         raise AdaptationError(
             f"{request.where}: sets {shared} are both source (`sets`) and target "
             "(`kind.target_sets`); give the stage's `sets` the labelled source domain only"
         )
+    return list(request.sets)
 
 
 def _adapted_tasks(options: AdversarialOptions, request: StageRequest) -> list[str]:
@@ -164,9 +171,9 @@ def _requested_tasks(options: AdversarialOptions, request: StageRequest) -> list
 def uda_adversarial(options: AdversarialOptions, request: StageRequest) -> list[Unit]:
     """One unit: the supervised stage on its source sets plus the adversarial game on the
     target sets."""
-    _check_targets(options, request)
+    source = _source_sets(options, request)
     adapt = _adapted_tasks(options, request)
-    base = request.train(optimizers=options.optimizers)
+    base = request.train(sets=source, optimizers=options.optimizers)
     values = {f.name: getattr(base, f.name) for f in fields(StagePlan) if f.init}
     return [
         AdversarialPlan(

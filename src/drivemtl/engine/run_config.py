@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from drivemtl.config.base import StrictModel
 from drivemtl.config.loader import load_config
 from drivemtl.config.plugins import import_plugins
-from drivemtl.data.config import DataConfig
+from drivemtl.data.config import REMAPPABLE, DataConfig
 from drivemtl.engine.config import RecipeConfig, TrainConfig
 from drivemtl.models.config import ModelConfig
 
@@ -43,6 +43,23 @@ class RunConfig(StrictModel):
     def _import_plugins(cls, plugins: list[str]) -> list[str]:
         import_plugins(plugins)
         return plugins
+
+    @model_validator(mode="after")
+    def _same_classes(self) -> RunConfig:
+        """Every set's class-map labels use the class list of the model's task."""
+        if self.data is None:
+            return self
+        for set_name, set_cfg in self.data.sets.items():
+            for task in sorted(set(set_cfg.tasks) & set(REMAPPABLE) & set(self.model.tasks)):
+                wanted = self.model.tasks[task].head.get("classes") or REMAPPABLE[task]
+                given = set_cfg.classes_of(task)
+                if tuple(wanted) != given:
+                    raise ValueError(
+                        f"data.sets.{set_name}: its {task} classes {list(given)} are not the "
+                        f"model's (model.tasks.{task}.head.classes: {list(wanted)}); map them "
+                        f"with data.sets.{set_name}.remap.{task}"
+                    )
+        return self
 
 
 def load_run_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:

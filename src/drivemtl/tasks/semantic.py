@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from drivemtl.models.config import TaskConfig
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.bdd import SEMANTIC_CLASSES
 from drivemtl.structures.predictions import FramePrediction
@@ -12,15 +14,35 @@ from drivemtl.tasks.dense import DenseTask
 from drivemtl.tasks.losses import cross_entropy
 
 
+class ClassListOptions(BaseModel):
+    """Head extras of a class-map task: its class list (default: the task's own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classes: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="class names (default: the task's list, e.g. the 19 Cityscapes classes); "
+        "an image set maps its labels onto them with `data.sets.<set>.remap`",
+    )
+
+
 @TASKS.register("semantic")
 class SemanticTask(DenseTask):
-    """Per-pixel classification into SEMANTIC_CLASSES (255 = ignore)."""
+    """Per-pixel classification into SEMANTIC_CLASSES, or the configured class list (255 =
+    ignore)."""
 
     name = "semantic"
     group = "segmentation"
     metric = "mIoU"
     classes: tuple[str, ...] = SEMANTIC_CLASSES
     target_field = "semantic"
+    Extras = ClassListOptions
+
+    def __init__(self, config: TaskConfig | None = None) -> None:
+        super().__init__(config)
+        if self.options.classes is not None:
+            self.classes = tuple(self.options.classes)
 
     def branches(self) -> dict[str, int]:
         """One logits branch with a channel per class."""

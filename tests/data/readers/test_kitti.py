@@ -1,18 +1,22 @@
-"""KITTI detection / tracking readers on the real fixture frames."""
+"""KITTI detection / tracking readers on the real fixture frames; the semantics reader on tiny
+files written in the benchmark layout."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from drivemtl.data import DataConfig, DataError, build_dataset
-from drivemtl.structures.bdd import THING_CLASSES
+from drivemtl.data.png_codecs import write_png
+from drivemtl.structures.bdd import SEMANTIC_CLASSES, THING_CLASSES
 
 
-def _ds(root, reader, tasks):
+def _ds(root, reader, tasks, split="train", **options):
     cfg = DataConfig(sets={"k": {"reader": reader, "root": str(root), "tasks": tasks}},
-                     transforms={"resize": False, "normalize": False, "flip": 0.0})  # fmt: skip
-    return build_dataset(cfg)
+                     transforms={"resize": False, "normalize": False, "flip": 0.0},
+                     **options)  # fmt: skip
+    return build_dataset(cfg, split)
 
 
 def test_detection_frames(fixtures_dir):
@@ -52,3 +56,87 @@ def test_bad_label_line_names_file_and_line(tmp_path, image_writer):
         DataError, match=r"000000\.txt: frame '000000\.png': line 2: unknown KITTI type 'Boat'"
     ):
         _ds(tmp_path, "kitti_detection", ["detection"])[0]
+
+
+# Cityscapes label ids written into the KITTI semantic PNGs and the train ids expected for them,
+# by hand from the Cityscapes label table: 7 road -> 0, 8 sidewalk -> 1, 11 building -> 2,
+# 21 vegetation -> 8, 23 sky -> 10, 24 person -> 11, 26 car -> 13, 33 bicycle -> 18; 0 unlabeled,
+# 1 ego vehicle, 6 ground, 9 parking, 34 (no such id) and 255 (license plate, id -1 as uint8) -> 255.
+SEM_IDS = [
+    np.array([[7, 7, 8, 0], [26, 1, 255, 33]], np.uint8),
+    np.array([[23, 23, 23], [11, 21, 6], [24, 9, 34]], np.uint8),
+]
+SEM_TRAIN = [
+    [[0, 0, 1, 255], [13, 255, 255, 18]],
+    [[10, 10, 10], [2, 8, 255], [11, 255, 255]],
+]
+NAMES = ["000000_10", "000001_10"]
+
+
+def _rgb(h, w, seed):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _write_semantics(root, image_writer, labels=True):
+    for k, (name, ids) in enumerate(zip(NAMES, SEM_IDS, strict=True)):
+        image_writer(root / "image_2" / f"{name}.png", *ids.shape, _rgb(*ids.shape, k))
+        if labels:
+            write_png(root / "semantic" / f"{name}.png", ids)
+
+
+def test_semantics_train_ids_images_and_names(tmp_path, image_writer):
+    _write_semantics(tmp_path, image_writer)
+    ds = _ds(tmp_path, "kitti_semantics", ["semantic"])
+    assert len(ds) == 2
+    for k, name in enumerate(NAMES):
+        s = ds[k]
+        assert s.meta.name == name and s.tasks == frozenset({"semantic"})
+        rgb = _rgb(*SEM_IDS[k].shape, k)
+        assert torch.equal(s.image, torch.from_numpy(rgb.transpose(2, 0, 1).astype(np.float32)))
+        assert s.semantic.tolist() == SEM_TRAIN[k]
+    assert SEMANTIC_CLASSES[13] == "car" and SEMANTIC_CLASSES[18] == "bicycle"  # table order
+
+
+def test_semantics_images_only_and_split_in_root(tmp_path, image_writer):
+    # testing/image_2 has no labels: tasks [] reads the images alone; {split} fills the root
+    _write_semantics(tmp_path / "testing", image_writer, labels=False)
+    ds = _ds(tmp_path / "{split}", "kitti_semantics", [], split="testing")
+    assert [ds[i].meta.name for i in range(len(ds))] == NAMES
+    s = ds[1]
+    assert s.semantic is None and s.tasks == frozenset()
+    assert s.image[:, 2, 1].tolist() == _rgb(3, 3, 1)[2, 1].astype(float).tolist()
+
+
+def test_semantics_missing_label_fails_at_start_or_skips(tmp_path, image_writer):
+    _write_semantics(tmp_path, image_writer)
+    (tmp_path / "semantic" / "000001_10.png").unlink()
+    with pytest.raises(
+        DataError,
+        match=r"semantic[/\\]000001_10\.png: frame '000001_10': semantic PNG not found "
+        r"\(every image in .*image_2 needs one\)",
+    ):
+        _ds(tmp_path, "kitti_semantics", ["semantic"])
+    ds = _ds(tmp_path, "kitti_semantics", ["semantic"], on_error="skip")
+    assert len(ds) == 1 and ds[0].meta.name == "000000_10"
+
+
+def test_semantics_label_size_mismatch(tmp_path, image_writer):
+    _write_semantics(tmp_path, image_writer)
+    write_png(tmp_path / "semantic" / "000000_10.png", np.full((2, 5), 7, np.uint8))
+    ds = _ds(tmp_path, "kitti_semantics", ["semantic"])
+    with pytest.raises(
+        DataError,
+        match=r"000000_10\.png: frame '000000_10': semantic PNG is 2x5 but the image is 2x4 \(HxW\)",
+    ):
+        ds[0]
+
+
+def test_semantics_empty_folder_and_unsupported_task(tmp_path, image_writer):
+    (tmp_path / "image_2").mkdir()
+    with pytest.raises(DataError, match=r"image_2: no KITTI \*\.png images found"):
+        _ds(tmp_path, "kitti_semantics", [])
+    _write_semantics(tmp_path, image_writer)
+    with pytest.raises(
+        DataError, match=r"reads only the 'semantic' task \(or none\), not \['depth'\]"
+    ):
+        _ds(tmp_path, "kitti_semantics", ["semantic", "depth"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -16,6 +17,7 @@ from drivemtl.data.png_codecs import (
     read_png_unchanged,
 )
 from drivemtl.data.synthetic import SynthError, generate_dataset, parse_size
+from drivemtl.data.synthetic.generator import _Job
 from drivemtl.data.synthetic.presets import PRESETS, set_sizes
 from drivemtl.structures.bdd import SEMANTIC_CLASSES, THING_CLASSES, THING_TO_SEMANTIC
 from drivemtl.structures.scalabel import load_frames
@@ -143,6 +145,30 @@ def test_preset_sizes():
     assert sizes == {"drivable": 200, "detection": 100, "semantic": 70}
     assert [spec.tasks for spec in PRESETS["lv-full"]] == [("drivable", "detection", "semantic")]
     assert PRESETS["dense"][0].tasks == ("semantic", "depth", "normals", "edges")
+
+
+def test_the_uda_preset_writes_two_visibly_different_domains(tmp_path):
+    out = generate_dataset(tmp_path, "dense-uda", num_frames=8, size=SIZE, seed=2, progress=False)
+    card = yaml.safe_load((out / "dataset.yaml").read_text())
+    assert card["sets"]["source"]["times"] == ["daytime"]
+    assert card["sets"]["target"]["weathers"] == ["foggy", "snowy", "rainy"]
+    brightness = {}
+    for name, weathers, times in (
+        ("source", {"clear", "partly cloudy"}, {"daytime"}),
+        ("target", {"foggy", "snowy", "rainy"}, {"night", "dawn/dusk"}),
+    ):
+        assert len(load_frames(out / name / "labels.json")) == 4
+        spec = next(s for s in PRESETS["dense-uda"] if s.name == name)
+        drawn = [
+            _Job("", 0, name, spec.tasks, unit, 1, False, SIZE, 2, 1.0, spec.weathers, spec.times)
+            .conditions() for unit in range(20)
+        ]  # fmt: skip
+        assert {d["weather"] for d in drawn} == weathers
+        assert {d["timeofday"] for d in drawn} == times
+        assert (out / name / "depth").is_dir()  # labelled: the target can be evaluated
+        images = [cv2.imread(str(p)) for p in sorted((out / name / "images").rglob("*.jpg"))]
+        brightness[name] = float(np.mean([img.mean() for img in images]))
+    assert brightness["target"] < 0.8 * brightness["source"]
 
 
 @pytest.mark.parametrize("text", ["640x361", "0x10", "abc", "64x", "-2x4", "6.4x4"])

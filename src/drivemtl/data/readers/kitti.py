@@ -1,8 +1,9 @@
-"""KITTI object detection (`label_2`) and tracking (`label_02`) readers.
+"""KITTI object detection (`label_2`), tracking (`label_02`) and semantic segmentation readers.
 
 KITTI types map onto the BDD100K thing classes: Car / Van -> car, Truck -> truck, Pedestrian /
 Person_sitting -> pedestrian, Cyclist -> rider, Tram -> train; Misc is skipped; DontCare regions
-become ignore instances (class car).
+become ignore instances (class car). Semantic labels are Cityscapes label ids, mapped to the 19
+train ids with the Cityscapes table.
 """
 
 from __future__ import annotations
@@ -10,14 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from drivemtl.data.config import ImageSetConfig
 from drivemtl.data.errors import DataError
+from drivemtl.data.io import check_size, read_png
 from drivemtl.data.readers.base import READERS, FrameRecord, ImageSetReader
-from drivemtl.structures.bdd import THING_CLASSES
+from drivemtl.data.readers.cityscapes import LABEL_TO_TRAIN
+from drivemtl.log import get_logger
+from drivemtl.structures.bdd import IGNORE_INDEX, THING_CLASSES
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.sample import Sample
+
+LOG = get_logger(__name__)
 
 KITTI_TO_THING: dict[str, str | None] = {
     "Car": "car", "Van": "car", "Truck": "truck", "Pedestrian": "pedestrian",
@@ -163,4 +170,60 @@ class KittiTrackingReader(_KittiBase):
         size = (int(image.shape[0]), int(image.shape[1]))
         objects = self.objects.get((record.video or "", record.frame_index or 0), [])
         sample.instances = self._scaled(_instances(objects), orig, size)
+        return sample
+
+
+# Cityscapes label id (as stored in uint8, so -1 "license plate" reads as 255) -> train id.
+_LABEL_LUT = np.full(256, IGNORE_INDEX, dtype=np.int64)
+_LABEL_LUT[list(LABEL_TO_TRAIN)] = list(LABEL_TO_TRAIN.values())
+SEMANTICS_TASKS = frozenset({"semantic"})
+
+
+@READERS.register("kitti_semantics")
+class KittiSemanticsReader(ImageSetReader):
+    """`<root>/image_2/<stem>.png` with `<root>/semantic/<stem>.png` holding Cityscapes label ids
+    (KITTI semantic segmentation benchmark; task: semantic, or none for images only)."""
+
+    def __init__(
+        self, set_name: str, cfg: ImageSetConfig, split: str, on_error: str = "raise"
+    ) -> None:
+        super().__init__(set_name, cfg, split, on_error)
+        self.images_dir = self.path("images", "image_2")
+        self.semantic_dir = self.path("semantic", "semantic")
+        unsupported = sorted(self.tasks - SEMANTICS_TASKS)
+        if unsupported:
+            raise DataError(self.root, None, f"kitti_semantics reads only the 'semantic' task "
+                                             f"(or none), not {unsupported}")  # fmt: skip
+        files = sorted(self.images_dir.glob("*.png"))
+        if not files:
+            raise DataError(self.images_dir, None, "no KITTI *.png images found")
+        for path in files:
+            record = FrameRecord(name=path.stem, image_path=path)
+            if "semantic" in self.tasks and not self.label_path(record).is_file():
+                error = self.error(record, self.label_path(record), "semantic PNG not found "
+                                   f"(every image in {self.images_dir} needs one)")  # fmt: skip
+                if self.on_error != "skip":
+                    raise error
+                self.skipped_at_index.append(str(error))
+                LOG.warning("skipping frame: %s", error)
+                continue
+            self.records.append(record)
+        if not self.records:
+            raise DataError(self.semantic_dir, None, "no frame has a semantic PNG")
+
+    def label_path(self, record: FrameRecord) -> Path:
+        """The frame's label-id PNG, `<semantic dir>/<stem>.png`."""
+        return self.semantic_dir / f"{record.name}.png"
+
+    def read(self, index: int) -> Sample:
+        """Image and train-id semantic map (label ids mapped, unlisted ids -> ignore) of `index`."""
+        record = self.records[index]
+        image, orig = self.load_image(record)
+        sample = self.make_sample(record, image, orig, self.tasks)
+        if "semantic" in self.tasks:
+            path = self.label_path(record)
+            png = read_png(path, record.name, dtype=np.uint8, channels=1, what="semantic PNG")
+            check_size(png, orig, path, record.name, "semantic PNG")
+            size = (int(image.shape[0]), int(image.shape[1]))
+            sample.semantic = torch.from_numpy(_LABEL_LUT[self.resize_dense(png, size, True)])
         return sample

@@ -85,6 +85,16 @@ class _Job:
     size: tuple[int, int]
     seed: int
     people: float = 1.0
+    weathers: tuple[str, ...] = ()
+    times: tuple[str, ...] = ()
+
+    def conditions(self) -> dict[str, str | None]:
+        """Weather and time of day of this unit's scene, drawn from the set's domain (None: the
+        world draws them); a separate stream, so sets without a domain render as before."""
+        rng = np.random.default_rng([self.seed, self.set_index, self.unit, 7])
+        weather = str(rng.choice(self.weathers)) if self.weathers else None
+        time = str(rng.choice(self.times)) if self.times else None
+        return {"weather": weather, "timeofday": time}
 
 
 def _run_job(job: _Job) -> list[dict[str, Any]]:
@@ -94,7 +104,11 @@ def _run_job(job: _Job) -> list[dict[str, Any]]:
     flow = "flow" in tasks
     rng = np.random.default_rng([job.seed, job.set_index, job.unit])
     world = generate_world(
-        rng, Camera.default(w, h), job.frames + (1 if flow else 0), people=job.people
+        rng,
+        Camera.default(w, h),
+        job.frames + (1 if flow else 0),
+        people=job.people,
+        **job.conditions(),
     )
     root = Path(job.out) / job.set_name
     frames = []
@@ -188,6 +202,8 @@ def generate_dataset(
                     (w, h),
                     seed,
                     spec.people,
+                    spec.weathers,
+                    spec.times,
                 )
             )
         sets[spec.name] = {
@@ -196,6 +212,8 @@ def generate_dataset(
             "videos": spec.videos,
             "people": spec.people,
             "labels": "labels.json",
+            **({"weathers": list(spec.weathers)} if spec.weathers else {}),
+            **({"times": list(spec.times)} if spec.times else {}),
         }
     total = sum(job.frames for job in jobs)
     results: list[list[dict[str, Any]]] = []

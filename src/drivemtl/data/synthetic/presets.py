@@ -8,19 +8,23 @@ ALL_TASKS: tuple[str, ...] = (
     "tagging", "semantic", "drivable", "lanes", "detection", "instance", "pose", "depth",
     "normals", "edges", "mot", "mots", "flow",
 )  # fmt: skip
+DENSE_TASKS: tuple[str, ...] = ("semantic", "depth", "normals", "edges")  # DenseMTL's set
 CLIP_FRAMES = 8  # frames per video clip (1.6 s at 5 fps)
 
 
 @dataclass(frozen=True)
 class SetSpec:
-    """One image set: its tasks, its share of `--num-frames`, whether it holds video clips, and
-    how crowded its streets are (`people`, see `generate_world`)."""
+    """One image set: its tasks, its share of `--num-frames`, whether it holds video clips, how
+    crowded its streets are (`people`, see `generate_world`) and, for a set that is one domain,
+    the weathers / times of day its scenes are drawn from (empty: the default random mix)."""
 
     name: str
     tasks: tuple[str, ...]
     share: float
     videos: bool
     people: float = 1.0
+    weathers: tuple[str, ...] = ()
+    times: tuple[str, ...] = ()
 
 
 PRESETS: dict[str, tuple[SetSpec, ...]] = {
@@ -40,8 +44,30 @@ PRESETS: dict[str, tuple[SetSpec, ...]] = {
         SetSpec("semantic", ("semantic",), 1 / 3, False),
     ),
     "lv-full": (SetSpec("full", ("drivable", "detection", "semantic"), 1.0, False),),
-    "dense": (SetSpec("dense", ("semantic", "depth", "normals", "edges"), 1.0, False),),
+    "dense": (SetSpec("dense", DENSE_TASKS, 1.0, False),),
     "all": (SetSpec("all", ALL_TASKS, 1.0, True),),
+    # Two domains for unsupervised domain adaptation (DenseMTL's MTL-UDA): a labelled source of
+    # clear daytime scenes and a target of fog, snow and rain at dusk or night. The target is
+    # written with labels so that adaptation can be evaluated on it; the `uda_adversarial` stage
+    # reads its images only.
+    "dense-uda": (
+        SetSpec(
+            "source",
+            DENSE_TASKS,
+            0.5,
+            False,
+            weathers=("clear", "partly cloudy"),
+            times=("daytime",),
+        ),
+        SetSpec(
+            "target",
+            DENSE_TASKS,
+            0.5,
+            False,
+            weathers=("foggy", "snowy", "rainy"),
+            times=("night", "dawn/dusk"),
+        ),
+    ),
     # What `drivemtl demo` trains on: BDD100K's detection and segmentation image sets, the latter
     # with the dense geometric labels as well (no video set: the demo covers the image tasks).
     # Its detection set has busier streets, so a 10-minute CPU run sees enough people to learn
