@@ -114,15 +114,24 @@ def _same(a: float | None, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-6)
 
 
-def test_eval_writes_metrics_equal_to_direct_evaluation(run: Path) -> None:
+@pytest.fixture(scope="module")
+def evaluated(run: Path) -> tuple[str, Path]:
+    """`drivemtl eval --out run/out` once for the module: its console output and folder."""
     out = run / "out"
     result = CliRunner().invoke(
         app, ["eval", str(run / "run.yaml"), "--checkpoint", str(run / "w.safetensors"),
               "--out", str(out), "--batch-size", "3", "--no-progress"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "### semantic" in result.output and "mIoU" in result.output
-    assert "heads.detection" in result.output  # the resource table
+    return result.output, out
+
+
+def test_eval_writes_metrics_equal_to_direct_evaluation(
+    run: Path, evaluated: tuple[str, Path]
+) -> None:
+    output, out = evaluated
+    assert "### semantic" in output and "mIoU" in output
+    assert "heads.detection" in output  # the resource table
     metrics = json.loads((out / "metrics.json").read_text())
     expected = _direct_metrics(run)
     for task, values in expected.items():
@@ -181,3 +190,31 @@ def test_eval_reports_skipped_frames_and_refuses_an_empty_label_file(
     result = CliRunner().invoke(app, args)
     assert isinstance(result.exception, DataError)
     assert str(result.exception) == f"{root / 'labels.json'}: no frames in the label JSON"
+
+
+def test_eval_reports_delta_t_against_single_task_runs(
+    run: Path, evaluated: tuple[str, Path], tmp_path: Path
+) -> None:
+    base = ["eval", str(run / "run.yaml"), "--checkpoint", str(run / "w.safetensors"),
+            "--no-progress", "--batch-size", "3"]  # fmt: skip
+    plain = json.loads((evaluated[1] / "metrics.json").read_text())
+    acc, pacc = plain["tagging/acc"], plain["drivable/pAcc"]
+    assert acc > 0 and pacc > 0
+    # single-task runs 25 % better on tagging and 20 % worse on drivable pAcc:
+    # gains (acc - acc / 0.8) / (acc / 0.8) = -20 % and +25 % -> Delta_T = +2.5 %
+    for name, data in (("tag", {"tagging/acc": acc / 0.8, "tagging/IoU": None}),
+                       ("drv", {"drivable/pAcc": pacc / 1.25})):  # fmt: skip
+        (tmp_path / "single" / name).mkdir(parents=True)
+        (tmp_path / "single" / name / "metrics.json").write_text(json.dumps(data))
+    args = [*base, "--out", str(tmp_path / "mtl"), "--baseline", str(tmp_path / "single"),
+            "--metric", "tagging/acc", "--metric", "drivable/pAcc"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Δ_T +2.50 % over tagging/acc, drivable/pAcc" in result.output
+    metrics = json.loads((tmp_path / "mtl/metrics.json").read_text())
+    assert metrics["delta/Delta_T"] == pytest.approx(2.5)
+    assert metrics["delta/gain/tagging/acc"] == pytest.approx(-20.0)
+    assert metrics["delta/gain/drivable/pAcc"] == pytest.approx(25.0)
+    assert {k: v for k, v in metrics.items() if not k.startswith("delta/")} == plain
+    result = CliRunner().invoke(app, [*args, "--metric", "semantic/nope"])
+    assert isinstance(result.exception, UsageError) and "semantic/nope" in str(result.exception)

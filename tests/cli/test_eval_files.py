@@ -50,3 +50,24 @@ def test_eval_files_seg_track_bitmask_folders(fixtures_dir: Path, tmp_path: Path
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["MOTA"] == pytest.approx(100.0) and data["mMOTA"] == pytest.approx(100 / 8)
+
+
+def test_eval_files_strict_stops_on_frames_the_official_tool_skips(
+    fixtures_dir: Path, tmp_path: Path
+) -> None:
+    b = fixtures_dir / "bdd100k/pose"
+    preds = json.loads((b / "pose_preds.json").read_text())
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps([*preds, {"name": "extra.jpg", "labels": []}]))
+    args = ["eval-files", "--task", "pose", "--gt", str(b / "pose_sample.json"), "--pred", str(pred),
+            "--out", str(tmp_path / "m.json")]  # fmt: skip
+    for flags in ([], ["--lenient"]):  # the official treatment is the default; --lenient an alias
+        result = CliRunner().invoke(app, [*args, *flags])
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(
+            14.059405940594061, abs=1e-9
+        )  # the extra frame is left out, as the official evaluator does
+    result = CliRunner().invoke(app, [*args, "--strict"])
+    assert result.exception is not None and "extra.jpg" in str(result.exception)
+    result = CliRunner().invoke(app, [*args, "--strict", "--lenient"])
+    assert isinstance(result.exception, UsageError)

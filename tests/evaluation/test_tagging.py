@@ -57,8 +57,8 @@ def test_missing_prediction_strict_and_lenient(tmp_path: Path) -> None:
     path = tmp_path / "pred.json"
     path.write_text(json.dumps(preds[1:]))
     with pytest.raises(EvaluationInputError, match="no prediction"):
-        evaluate_files("tagging", GT, path)
-    result = evaluate_files("tagging", GT, path, strict=False)
+        evaluate_files("tagging", GT, path, strict=True)
+    result = evaluate_files("tagging", GT, path)
     assert result.skipped == {"ground-truth frame with no prediction": 1}
 
 
@@ -68,8 +68,8 @@ def test_unknown_predicted_value_strict_and_lenient(tmp_path: Path) -> None:
     path = tmp_path / "pred.json"
     path.write_text(json.dumps(preds))
     with pytest.raises(EvaluationInputError, match="unknown predicted weather"):
-        evaluate_files("tagging", GT, path)
-    result = evaluate_files("tagging", GT, path, strict=False)
+        evaluate_files("tagging", GT, path, strict=True)
+    result = evaluate_files("tagging", GT, path)
     assert result.skipped == {"unknown predicted weather": 1}
 
 

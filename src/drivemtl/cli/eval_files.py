@@ -34,8 +34,15 @@ def eval_files(
         typer.Option(help="Scalabel / BDD100K config TOML (categories, sizes, sigmas)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the summary as JSON here.")] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Stop on frames that do not line up (extra, repeated) and unknown categories "
+            "instead of treating them as the official toolkit does, with a warning."
+        ),
+    ] = False,
     lenient: Annotated[
-        bool, typer.Option(help="Skip bad entries (unknown frames / categories) with a warning.")
+        bool, typer.Option(hidden=True, help="Accepted for compatibility: now the default.")
     ] = False,
 ) -> None:
     """Evaluate prediction files; prints the official summary (percent) and optionally writes JSON."""
@@ -43,9 +50,9 @@ def eval_files(
 
     if task not in FILE_TASKS:
         raise UsageError(f"--task {task!r} is not one of {', '.join(FILE_TASKS)}")
-    result = evaluate_files(task, gt, pred, config, strict=not lenient)
-    for reason, count in sorted(result.skipped.items()):
-        LOG.warning("skipped %d: %s", count, reason)
+    if strict and lenient:
+        raise UsageError("--strict and --lenient contradict each other")
+    result = evaluate_files(task, gt, pred, config, strict=strict)  # warns what it skipped
     table = Table(title=f"{task}: {pred}")
     table.add_column("metric")
     table.add_column("value", justify="right")

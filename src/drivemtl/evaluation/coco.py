@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ from drivemtl.structures.scalabel import Frame, Label
 LOG = get_logger(__name__)
 
 IouType = Literal["bbox", "segm", "keypoints"]
+PRED_NOT_IN_GT = "prediction frame(s) not in the ground truth, left out"
 
 # (key, metric, iou threshold, area range, max detections index: -1 = largest)
 _BOX_SUMMARY: tuple[tuple[str, str, float | None, str, int], ...] = (
@@ -106,8 +108,10 @@ class CocoEvaluator:
         sigmas: list[float] | tuple[float, ...] | None = None,
         image_size: tuple[int, int] = (720, 1280),
         strict: bool = True,
+        per_class_all: bool = False,
     ) -> None:
         self.iou_type = iou_type
+        self.per_class_all = per_class_all  # every summary key per class, as the toolkit
         self.categories = list(categories)
         self.sigmas = list(sigmas if sigmas is not None else bdd.POSE_SIGMAS)
         self.image_size = image_size
@@ -136,21 +140,29 @@ class CocoEvaluator:
         """Add Scalabel ground-truth frames and the predictions for them (matched by name).
 
         Ground-truth labels of categories outside the config are left out, as the official
-        evaluator does, with one warning giving their counts per category."""
-        preds = _index_predictions(gt_frames, pred_frames, self.strict, self.skipped)
+        evaluator does, with one warning giving their counts per category. A ground-truth frame
+        given twice is two images (both against the prediction of that name), as there."""
+        key = _prediction_key(gt_frames, pred_frames)
+        preds = _index_predictions(gt_frames, pred_frames, self.strict, self.skipped, key)
         before = sum(self.other_gt.values())
         for frame in gt_frames:
-            if frame.name in self.images:
+            name = frame.name
+            if name in self.images and self.strict:
                 raise EvaluationInputError(f"ground truth has frame {frame.name!r} twice")
+            copy = 1
+            while name in self.images:  # sorts right after the first copy, as the toolkit's
+                name, copy = f"{frame.name}\x00{copy}", copy + 1  # stable sort keeps them
             h, w = self.image_size
             if frame.size is not None:
                 h, w = frame.size.height, frame.size.width
             image = _Image(h, w)
             image.gts = self._labels_to_annotations(frame, frame.labels or [], is_pred=False)
-            pred = preds.get(frame.name)
+            pred = preds.get(key(frame))
+            if pred is not None and self.iou_type == "segm" and self._overlapping(pred):
+                pred = None
             if pred is not None:
                 image.dts = self._labels_to_annotations(pred, pred.labels or [], is_pred=True)
-            self.images[frame.name] = image
+            self.images[name] = image
         if sum(self.other_gt.values()) > before:
             LOG.warning(
                 "ground truth: %d label(s) of categories the config does not list left out, as "
@@ -191,11 +203,32 @@ class CocoEvaluator:
             anns.append(ann)
         return anns
 
+    def _overlapping(self, frame: Frame) -> bool:
+        """Whether a prediction frame's masks (of evaluated categories) overlap: the toolkit then
+        drops all of that frame's predictions; an error when strict."""
+        total: np.ndarray | None = None
+        for label in frame.labels or []:
+            if label.rle is None or label.category not in self.categories:
+                continue
+            mask = mask_utils.decode({"counts": label.rle.counts.encode("ascii"),
+                                      "size": list(label.rle.size)}).astype(np.int32)  # fmt: skip
+            total = mask if total is None else total + mask
+        if total is None or not (total > 1).any():
+            return False
+        if self.strict:
+            raise EvaluationInputError(
+                f"prediction frame {frame.name!r}: masks overlap; without --strict the frame's "
+                "predictions are dropped, as the official evaluator does"
+            )
+        self.skipped["prediction frame(s) with overlapping masks, their predictions dropped"] += 1
+        return True
+
     def _unknown(self, frame: Frame, label: Label) -> None:
         if self.strict:
             raise EvaluationInputError(
                 f"frame {frame.name!r}, label {label.id!r}: unknown category {label.category!r}"
-                f" (known: {', '.join(self.categories)}); use --lenient to skip such labels"
+                f" (known: {', '.join(self.categories)}); without --strict such labels are"
+                " skipped with a warning"
             )
         self.skipped[f"unknown category {label.category!r}"] += 1
 
@@ -301,7 +334,8 @@ class CocoEvaluator:
         names = sorted(self.images)
         if not names:
             result = {key: math.nan for key, *_ in summary_spec}
-            result.update({f"AP/{c}": math.nan for c in cats})
+            result.update({f"{spec[0]}/{c}": math.nan for spec in self._per_class_spec(summary_spec)
+                           for c in cats})  # fmt: skip
             return result
         gt_dataset, dt_anns = self._coco_dicts(names, cats)
         coco_gt = COCO(gt_dataset)
@@ -321,9 +355,17 @@ class CocoEvaluator:
             key: _score(coco_eval, metric, iou, area, md, None)
             for key, metric, iou, area, md in summary_spec
         }
-        for k, cat in enumerate(cats):
-            result[f"AP/{cat}"] = _score(coco_eval, "precision", None, "all", -1, k)
+        for key, metric, iou, area, md in self._per_class_spec(summary_spec):
+            for k, cat in enumerate(cats):
+                result[f"{key}/{cat}"] = _score(coco_eval, metric, iou, area, md, k)
         return result
+
+    def _per_class_spec(self, spec: tuple[tuple[str, str, float | None, str, int], ...]) -> tuple:
+        """Summary keys reported per class: all of them in official mode (none for pose, as
+        there), else just `AP`."""
+        if not self.per_class_all:
+            return spec[:1]
+        return () if self.iou_type == "keypoints" else spec
 
     def _coco_dicts(
         self, names: list[str], cats: list[str]
@@ -385,24 +427,38 @@ def _score(
     return float(np.mean(valid)) * 100 if valid.size else math.nan
 
 
+def _prediction_key(gt_frames: list[Frame], pred_frames: list[Frame]) -> Callable[[Frame], str]:
+    """How the toolkit pairs frames: by name, or by `videoName/name` when prediction names repeat
+    and every frame has a video name."""
+    names = [f.name for f in pred_frames]
+    if len(names) != len(set(names)) and all(f.videoName for f in [*gt_frames, *pred_frames]):
+        return lambda frame: f"{frame.videoName}/{frame.name}"
+    return lambda frame: frame.name
+
+
 def _index_predictions(
-    gt_frames: list[Frame], pred_frames: list[Frame], strict: bool, skipped: Counter[str]
+    gt_frames: list[Frame],
+    pred_frames: list[Frame],
+    strict: bool,
+    skipped: Counter[str],
+    key: Callable[[Frame], str] = lambda frame: frame.name,
 ) -> dict[str, Frame]:
-    """Predictions by frame name; a prediction for a frame missing from the ground truth fails."""
-    gt_names = {f.name for f in gt_frames}
+    """Predictions by `key`, the last of repeated ones winning as in the toolkit; frames missing
+    from the ground truth are left out (counted), or an error when `strict`."""
+    gt_keys = {key(f) for f in gt_frames}
     preds: dict[str, Frame] = {}
     for frame in pred_frames:
-        if frame.name not in gt_names:
+        if key(frame) not in gt_keys:
             if strict:
                 raise EvaluationInputError(
                     f"prediction frame {frame.name!r} is not in the ground truth"
-                    " (use --lenient to skip such frames)"
+                    " (without --strict such frames are left out, as the official evaluator does)"
                 )
-            skipped["prediction frame not in ground truth"] += 1
+            skipped[PRED_NOT_IN_GT] += 1
             continue
-        if frame.name in preds:
+        if key(frame) in preds and strict:
             raise EvaluationInputError(f"predictions contain frame {frame.name!r} twice")
-        preds[frame.name] = frame
+        preds[key(frame)] = frame
     return preds
 
 

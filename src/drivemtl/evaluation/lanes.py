@@ -169,9 +169,13 @@ class LaneEvaluator:
         self.add_fields(*fields(box))
 
     def add_bytes(self, gt_byte: np.ndarray, pred_byte: np.ndarray | None) -> None:
-        """Add one frame in the BDD100K one-byte encoding (None prediction = no lanes)."""
+        """Add one frame in the BDD100K one-byte encoding.
+
+        A missing prediction (None) is scored as the official evaluator scores it: an all-zero
+        byte map, i.e. every pixel a parallel solid crosswalk (not "no lanes").
+        """
         if pred_byte is None:
-            pred_byte = np.full_like(gt_byte, bdd.LANE_BACKGROUND_BIT)
+            pred_byte = np.zeros_like(gt_byte)
         if gt_byte.shape != pred_byte.shape:
             raise ValueError(f"lane ground truth is {gt_byte.shape}, prediction {pred_byte.shape}")
         gt_byte = np.asarray(gt_byte, np.uint8)

@@ -117,7 +117,7 @@ class SegTrackEvaluator(BoxTrackEvaluator):
         if self.strict:
             raise EvaluationInputError(
                 f"prediction frame {frame.name!r}: masks overlap; segmentation tracking needs "
-                "disjoint masks (use --lenient to drop such frames' predictions)"
+                "disjoint masks (without --strict such frames' predictions are dropped with a warning)"
             )
         self.skipped["prediction frame with overlapping masks"] += 1
         return True

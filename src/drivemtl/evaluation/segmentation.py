@@ -2,8 +2,8 @@
 
 The matrix has one extra row / column for "ignored": ground-truth pixels of the ignore value are
 left out, predicted values outside the class range count as ignored predictions. The means run
-over the classes that occur in the ground truth; a class without ground truth is NaN in the
-per-class output (the toolkit prints 0 there but leaves it out of the mean just the same).
+over the classes that occur in the ground truth; a class without ground truth reports 0 in the
+per-class output (0 / 0 counted as 0, as the toolkit does) but stays out of the means.
 Accuracy is the toolkit's per-class `diag / predicted-count`.
 """
 
@@ -120,9 +120,8 @@ class SegmentationEvaluator:
             "pAcc": float(np.diag(rows).sum() / total) * 100 if total else math.nan,
         }
         for k, name in enumerate(self.categories):
-            present = self.gt_present[k]
-            result[f"IoU/{name}"] = float(iou[k]) * 100 if present else math.nan
-            result[f"Acc/{name}"] = float(acc[k]) * 100 if present else math.nan
+            result[f"IoU/{name}"] = float(iou[k]) * 100
+            result[f"Acc/{name}"] = float(acc[k]) * 100
         return result
 
 
@@ -158,7 +157,7 @@ class DrivableEvaluator(SegmentationEvaluator):
     def compute(self) -> dict[str, float]:
         """Official numbers over all three classes plus VTDNet's `VTD_mIoU` without background."""
         result = super().compute()
-        iou = [result[f"IoU/{n}"] for n in bdd.DRIVABLE_CLASSES if n != "background"]
-        valid = [v for v in iou if not math.isnan(v)]
+        valid = [result[f"IoU/{n}"] for k, n in enumerate(bdd.DRIVABLE_CLASSES)
+                 if n != "background" and self.gt_present[k]]  # fmt: skip
         result["VTD_mIoU"] = float(np.mean(valid)) if valid else math.nan
         return result

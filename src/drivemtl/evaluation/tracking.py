@@ -5,7 +5,9 @@ the motmetrics accumulator that Scalabel uses, per video and per class: keep las
 correspondences when still valid, Hungarian matching on 1 - IoU (IoU >= 0.5) for the rest, a switch
 when an object's partner changes; unmatched predictions covering a crowd / ignored box by more than
 half of their area are dropped. Per-class, super-category and overall rows are pooled over videos;
-mMOTA / mIDF1 / mMOTP average the leaf classes with NaN counted as 0, as the toolkit does.
+the `AVERAGE` row (and mMOTA / mIDF1 / mMOTP) averages the leaf classes' rates and sums their
+counts with NaN and +-inf counted as 0, as the toolkit does (a class with false positives but no
+ground truth has MOTA = -inf and adds 0 to the mean).
 HOTA / DetA / AssA come from TrackEval's implementation on the same per-class data.
 """
 
@@ -20,11 +22,13 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from drivemtl.evaluation.base import EvaluationInputError, check_same_type
+from drivemtl.evaluation.coco import PRED_NOT_IN_GT
 from drivemtl.evaluation.config import LabelConfig, default_config
 from drivemtl.structures.scalabel import Frame, Label
 
 IOU_THRESHOLD = 0.5
 IGNORE_IOF_THRESHOLD = 0.5
+COUNT_METRICS = ("FP", "FN", "IDSw", "MT", "PT", "ML", "FM")  # summed in the AVERAGE row
 
 
 def _assign(costs: np.ndarray) -> list[tuple[int, int]]:
@@ -55,14 +59,14 @@ def box_iou_distance(gts: np.ndarray, preds: np.ndarray, max_distance: float) ->
 
 
 def intersection_over_area(preds: np.ndarray, regions: np.ndarray) -> np.ndarray:
-    """Fraction of each predicted [x, y, w, h] box's area inside each region box (float32)."""
+    """Fraction of each predicted [x, y, w, h] box's area inside each region box (float64)."""
     p = preds.astype(np.float64)[:, None, :]
     r = regions.astype(np.float64)[None, :, :]
     w = np.minimum(p[..., 0] + p[..., 2], r[..., 0] + r[..., 2]) - np.maximum(p[..., 0], r[..., 0])
     h = np.minimum(p[..., 1] + p[..., 3], r[..., 1] + r[..., 3]) - np.maximum(p[..., 1], r[..., 1])
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.maximum(w, 0) * np.maximum(h, 0) / (p[..., 2] * p[..., 3])
-    return out.astype(np.float32)
+    return out
 
 
 @dataclass
@@ -224,10 +228,10 @@ def _is_ignored(label: Label) -> bool:
 
 @dataclass
 class _ParsedFrame:
-    boxes: np.ndarray  # [N, 4] float32 xywh
+    boxes: np.ndarray  # [N, 4] float64 xywh
     classes: np.ndarray  # [N] int
     ids: np.ndarray  # [N] int
-    ignore_boxes: np.ndarray  # [K, 4] float32
+    ignore_boxes: np.ndarray  # [K, 4] float64
 
 
 class BoxTrackEvaluator:
@@ -258,14 +262,14 @@ class BoxTrackEvaluator:
 
     def _known_category(self, frame: Frame, label: Label, what: str) -> bool:
         """Whether the label's category is evaluated; an unknown one raises (strict) or is
-        counted as skipped (lenient)."""
+        counted as skipped (not strict)."""
         if label.category in self.config.categories:
             return True
         if self.strict:
             raise EvaluationInputError(
                 f"{what} frame {frame.name!r}, label {label.id!r}: unknown category "
                 f"{label.category!r} (known: {', '.join(self.config.categories)}); "
-                "use --lenient to skip such labels"
+                "without --strict such labels are skipped with a warning"
             )
         self.skipped[f"unknown category {label.category!r}"] += 1
         return False
@@ -285,10 +289,10 @@ class BoxTrackEvaluator:
             classes.append(self.config.categories.index(label.category))
             track_ids.append(_track_id(label, ids, what, frame))
         return _ParsedFrame(
-            np.asarray(boxes, np.float32).reshape(-1, 4),
+            np.asarray(boxes, np.float64).reshape(-1, 4),
             np.asarray(classes, np.int64),
             np.asarray(track_ids, np.int64),
-            np.asarray(ignores, np.float32).reshape(-1, 4),
+            np.asarray(ignores, np.float64).reshape(-1, 4),
         )
 
     def update_frames(self, gt_frames: list[Frame], pred_frames: list[Frame]) -> None:
@@ -301,9 +305,9 @@ class BoxTrackEvaluator:
                 if self.strict:
                     raise EvaluationInputError(
                         f"prediction frame {frame.name!r} is not in the ground truth"
-                        " (use --lenient to skip such frames)"
+                        " (without --strict such frames are left out with a warning)"
                     )
-                self.skipped["prediction frame not in ground truth"] += 1
+                self.skipped[PRED_NOT_IN_GT] += 1
                 continue
             preds[frame.name] = frame
         for frames in gt_videos.values():
@@ -355,9 +359,9 @@ class BoxTrackEvaluator:
             rows[group] = _pool(pooled).metrics()
         overall = _pool([x for per in self.per_class for x in per]).metrics()
         result: dict[str, float] = dict(overall)
+        rows["AVERAGE"] = _class_average([rows[n] for n in names])
         for key in ("MOTA", "MOTP", "IDF1"):
-            values = np.nan_to_num(np.array([rows[n][key] for n in names], dtype=np.float64), nan=0)
-            result["m" + key] = float(values.mean())
+            result["m" + key] = rows["AVERAGE"][key]
         for row, metrics in rows.items():
             for key, value in metrics.items():
                 result[f"{key}/{row}"] = value
@@ -383,6 +387,16 @@ class BoxTrackEvaluator:
             out[key] = float(np.mean(combined[key])) * 100
             out["m" + key] = float(np.mean(averaged[key])) * 100
         return out
+
+
+def _class_average(rows: list[dict[str, float]]) -> dict[str, float]:
+    """The toolkit's AVERAGE row: mean of rates and sum of counts over classes, NaN / inf as 0."""
+    out: dict[str, float] = {}
+    for key in rows[0]:
+        values = np.array([row[key] for row in rows], dtype=np.float64)
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        out[key] = int(values.sum()) if key in COUNT_METRICS else float(values.mean())
+    return out
 
 
 def _pool(items: list[ClearCounts]) -> ClearCounts:

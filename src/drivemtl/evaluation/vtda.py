@@ -11,6 +11,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import torch
+
+from drivemtl.evaluation.base import EVALUATORS
+from drivemtl.evaluation.flow import FlowEvaluator
+from drivemtl.structures.batch import Batch
+from drivemtl.structures.instances import Instances
+from drivemtl.structures.predictions import FramePrediction
+
 GROUPS = ("classification", "segmentation", "localization", "association")
 
 # metric key -> (group, s_t) from the paper's Table 14 (s_t as printed: 1/1, 1/2, 1/3, 1/4, 1/5, 1/7)
@@ -98,3 +107,63 @@ def vtda_scores(results: dict[str, dict[str, float]]) -> dict[str, float]:
     """The VTDA inputs found in evaluator results ({task: {metric: value}}), by VTDA key."""
     flat = {f"{t}/{k}": v for t, metrics in results.items() for k, v in metrics.items()}
     return {key: flat[source] for key, source in RESULT_KEYS.items() if source in flat}
+
+
+def instance_id_map(inst: Instances | None, size: tuple[int, int]) -> np.ndarray:
+    """[H, W] int64 map of track id + 1 (0 = background) from an object's masks; objects without
+    a track id or mask are left out (later objects paint over earlier ones)."""
+    out = np.zeros(size, np.int64)
+    if inst is None or inst.masks is None or inst.track_ids is None:
+        return out
+    h, w = size
+    masks = inst.masks[:, :h, :w].cpu().numpy()
+    for mask, track in zip(masks, inst.track_ids.cpu().tolist(), strict=True):
+        if track >= 0:
+            out[mask] = track + 1
+    return out
+
+
+def _resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """[2, H, W] flow at `size`, vectors scaled with the resize (bilinear)."""
+    if tuple(flow.shape[-2:]) == tuple(size):
+        return flow.detach().cpu().double().numpy()
+    sy, sx = size[0] / flow.shape[-2], size[1] / flow.shape[-1]
+    resized = torch.nn.functional.interpolate(
+        flow[None].double(), size=size, mode="bilinear", align_corners=False
+    )[0]
+    resized[0] *= sx
+    resized[1] *= sy
+    return resized.cpu().numpy()
+
+
+@EVALUATORS.register("flow")
+class VtdFlowEvaluator(FlowEvaluator):
+    """`drivemtl eval` side of the VTD flow proxy (`flow/mIoU`, a VTDA association input): the
+    next frame's tracked instance masks warped back with the predicted flow against the key
+    frame's, plus EPE where true flow is labelled. Needs clips whose first reference frame is the
+    next frame of the same video (`clip.sampling: next`); other samples are not scored."""
+
+    def update(self, predictions: list[FramePrediction], batch: Batch) -> None:
+        """Add the samples with a flow prediction (and, for the proxy, the next frame)."""
+        reference = batch.reference
+        for i, pred in enumerate(predictions):
+            if pred.flow is None:
+                continue
+            size = batch.image_sizes[i]
+            flow = _resize_flow(pred.flow, size)
+            if batch.flow is not None and bool(batch.is_labeled("flow")[i]):
+                valid = (
+                    None if batch.flow_valid is None else batch.flow_valid[i, : size[0], : size[1]]
+                )
+                self.add_flow(batch.flow[i, :, : size[0], : size[1]].cpu().numpy(), flow,
+                              None if valid is None else valid.cpu().numpy())  # fmt: skip
+            if reference is None or not _is_next_frame(batch, reference, i):
+                continue
+            self.add_masks(instance_id_map(batch.instances[i], size),
+                           instance_id_map(reference.instances[i], size), flow)  # fmt: skip
+
+
+def _is_next_frame(batch: Batch, reference: Batch, i: int) -> bool:
+    key, ref = batch.metas[i], reference.metas[i]
+    return (key.video is not None and key.video == ref.video and key.frame_index is not None
+            and ref.frame_index == key.frame_index + 1)  # fmt: skip
