@@ -13,7 +13,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(VENV)/bin/python pyproject.toml constraints.txt
-	$(INSTALL) -e ".[dev]"
+	$(INSTALL) -e ".[dev,export]"
 	@# trackeval pulls the GUI opencv-python; the headless build must own cv2 (no libGL needed).
 	@if $(PIP) show opencv-python >/dev/null 2>&1; then \
 		$(PIP) uninstall --quiet -y opencv-python && \

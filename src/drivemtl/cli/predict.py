@@ -15,10 +15,24 @@ SetOption = Annotated[
 
 
 def predict(
-    config: Annotated[Path, typer.Argument(help="Run config YAML the model was trained with.")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Weights (.safetensors).")],
     source: Annotated[str, typer.Option("--source", help="Image, folder, glob or video file.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Run config YAML the model was trained with (optional with --onnx: the "
+            "model card's config is used, and a given one must match it)."
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Weights (.safetensors).")
+    ] = None,
+    onnx: Annotated[
+        Path | None,
+        typer.Option(
+            "--onnx", help="Run a `drivemtl export` folder with onnxruntime (CPU) instead."
+        ),
+    ] = None,
     panels: Annotated[
         bool, typer.Option("--panels", help="Also write one picture per task.")
     ] = False,
@@ -34,12 +48,21 @@ def predict(
     ] = False,
 ) -> None:
     """Overlays of every predicted task per frame, an MP4 for videos, and BDD-format predictions."""
+    from drivemtl.cli.errors import UsageError
     from drivemtl.engine.run_config import load_run_config
     from drivemtl.inference.run import run_predict
 
-    cfg = load_run_config(config, overrides or [])
+    if onnx is not None and checkpoint is not None:
+        raise UsageError("give either --checkpoint (PyTorch) or --onnx (an export folder)")
+    if onnx is None and (config is None or checkpoint is None):
+        raise UsageError("predict needs CONFIG and --checkpoint (or --onnx DIR)")
+    if onnx is not None and device != "cpu":
+        raise UsageError(f"--device {device}: --onnx runs on onnxruntime's CPU provider only")
+    if config is None and overrides:
+        raise UsageError("--set needs a CONFIG to override")
+    cfg = load_run_config(config, overrides or []) if config is not None else None
     result = run_predict(
-        cfg, checkpoint, source, out, panels, tasks, device, progress, overwrite=overwrite
+        cfg, checkpoint, source, out, panels, tasks, device, progress, overwrite, onnx
     )
     console = Console()
     console.print(f"{result.frames} frames -> overlays in {out / 'overlays'}")

@@ -14,7 +14,7 @@ from drivemtl.engine.checkpoint import CheckpointError, load_into, load_weights
 from drivemtl.engine.run_config import RunConfig
 from drivemtl.models import build_model
 from drivemtl.models.weights import fit_problems
-from drivemtl.structures.batch import collate
+from drivemtl.structures.batch import Batch, collate
 from drivemtl.structures.predictions import FramePrediction
 from drivemtl.structures.sample import Sample, SampleMeta
 from drivemtl.structures.state import InferenceState
@@ -47,10 +47,15 @@ class Predictor:
         device: str = "cpu",
         tasks: Sequence[str] | None = None,
     ) -> None:
+        self.model = load_model(config, checkpoint, device)
+        self._setup(config, device, tasks, list(self.model.task_names))
+
+    def _setup(
+        self, config: RunConfig, device: str, tasks: Sequence[str] | None, enabled: list[str]
+    ) -> None:
+        """Tasks to predict, preprocessing and an empty inference state (shared by backends)."""
         self.config = config
         self.device = device
-        self.model = load_model(config, checkpoint, device)
-        enabled = list(self.model.task_names)
         if tasks:
             unknown = [t for t in tasks if t not in enabled]
             if unknown:
@@ -88,8 +93,12 @@ class Predictor:
         carries over to the next call; frames of a video must come in order.
         """
         batch = collate(list(samples), self.size_divisor).to(self.device)
-        predictions, self.state = self.model.predict_with_state(batch, self.state, self.tasks)
+        predictions, self.state = self.run(batch)
         return predictions
+
+    def run(self, batch: Batch) -> tuple[list[FramePrediction], InferenceState]:
+        """The network and the runtime after it on a collated batch (the PyTorch backend)."""
+        return self.model.predict_with_state(batch, self.state, self.tasks)
 
     def reset(self) -> None:
         """Forget every video's inference state."""

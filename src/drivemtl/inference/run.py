@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from drivemtl.data.png_codecs import write_png
 from drivemtl.data.writers import PredictionWriter
 from drivemtl.engine.run_config import RunConfig
+from drivemtl.errors import DriveMTLError
 from drivemtl.inference.predictor import Predictor
 from drivemtl.inference.sources import VideoWriter, open_source
 from drivemtl.inference.visualize import draw_overlay, draw_panels
@@ -34,9 +35,26 @@ def _write_rgb(path: Path, image: np.ndarray) -> Path:
     return path
 
 
+def make_predictor(
+    config: RunConfig | None,
+    checkpoint: Path | None,
+    onnx: Path | None,
+    device: str = "cpu",
+    tasks: Sequence[str] | None = None,
+) -> Predictor:
+    """The PyTorch predictor (config + checkpoint) or the ONNX one (export folder)."""
+    if onnx is not None:
+        from drivemtl.inference.onnx_predictor import OnnxPredictor
+
+        return OnnxPredictor(onnx, config, tasks=tasks)
+    if config is None or checkpoint is None:
+        raise DriveMTLError("predicting with PyTorch needs a config and a checkpoint")
+    return Predictor(config, checkpoint, device=device, tasks=tasks)
+
+
 def run_predict(
-    config: RunConfig,
-    checkpoint: Path,
+    config: RunConfig | None,
+    checkpoint: Path | None,
     source: str | Path,
     out_dir: Path,
     panels: bool = False,
@@ -44,15 +62,18 @@ def run_predict(
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
+    onnx: Path | None = None,
 ) -> PredictResult:
     """Predict every frame of `source` and write overlays, panels, video and predictions.
 
-    `out_dir` is checked first (writable; an earlier `predictions.json` there is replaced only
-    with `overwrite`), so a bad folder fails before the model runs."""
+    The network is the config's model with `checkpoint` (PyTorch), or the ONNX export folder
+    `onnx` (onnxruntime; `config`, when given, must be the exported one). `out_dir` is checked
+    first (writable; an earlier `predictions.json` there is replaced only with `overwrite`), so
+    a bad folder fails before the model runs."""
     check_output_dir(out_dir)
     refuse_overwrite(Path(out_dir) / "predictions.json", overwrite)
     frames = open_source(source)
-    predictor = Predictor(config, checkpoint, device=device, tasks=tasks)
+    predictor = make_predictor(config, checkpoint, onnx, device, tasks)
     writer = PredictionWriter(out_dir)
     result = PredictResult(frames=0, predictions=out_dir / "predictions.json")
     video = None

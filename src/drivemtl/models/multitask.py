@@ -445,20 +445,35 @@ class MultiTaskNet(nn.Module):
         dict for sample i's video (see `drivemtl.structures.state`).
         """
         requested = self._check_tasks(tasks)
-        state = state if state is not None else InferenceState()
         outputs = self.forward(batch, requested, targets=False)
-        predictions = [FramePrediction(meta=meta) for meta in batch.metas]
-        for name in requested:
-            for target, source in zip(
-                predictions, self.tasks[name].postprocess(outputs[name], batch), strict=True
-            ):
-                merge_predictions(target, source)
-        videos = [state.for_frame(meta) for meta in batch.metas]
-        for name in requested:
-            update = getattr(self.tasks[name], "update_state", None)
-            if update is not None:
-                update(predictions, outputs[name], batch, [v.of(name) for v in videos])
-        return predictions, state
+        return finish_predictions(self.tasks, outputs, batch, state, requested)
+
+
+def finish_predictions(
+    tasks: Mapping[str, TaskPlugin],
+    outputs: Mapping[str, Any],
+    batch: Batch,
+    state: InferenceState | None,
+    requested: Sequence[str],
+) -> tuple[list[FramePrediction], InferenceState]:
+    """Raw head outputs -> typed predictions and the updated inference state.
+
+    The runtime part after the network (each task's `postprocess`, then `update_state`), shared
+    by `MultiTaskNet.predict_with_state` and the exported-model runtime (`drivemtl.export`).
+    """
+    state = state if state is not None else InferenceState()
+    predictions = [FramePrediction(meta=meta) for meta in batch.metas]
+    for name in requested:
+        for target, source in zip(
+            predictions, tasks[name].postprocess(outputs[name], batch), strict=True
+        ):
+            merge_predictions(target, source)
+    videos = [state.for_frame(meta) for meta in batch.metas]
+    for name in requested:
+        update = getattr(tasks[name], "update_state", None)
+        if update is not None:
+            update(predictions, outputs[name], batch, [v.of(name) for v in videos])
+    return predictions, state
 
 
 def build_backbone(cfg: ModelConfig) -> nn.Module:
@@ -557,4 +572,4 @@ def build_model(cfg: ModelConfig) -> MultiTaskNet:
                         support_owner=owners)  # fmt: skip
 
 
-__all__ = ["ModelOutputs", "MultiTaskNet", "TaskConfig", "build_model"]
+__all__ = ["ModelOutputs", "MultiTaskNet", "TaskConfig", "build_model", "finish_predictions"]

@@ -108,20 +108,28 @@ class TwoStageDetector(nn.Module):
             )
             return DetectionOutputs(rpn_out, logits, deltas, sampled=sampled)
         logits, deltas = self.box_head(box_maps, rpn_out.proposals)
+        outputs, features.objects = self.detections(rpn_out, logits, deltas, features.image_sizes)
+        return outputs
+
+    def detections(
+        self,
+        rpn_out: RPNOutputs,
+        logits: Tensor,
+        deltas: Tensor,
+        image_sizes: list[tuple[int, int]],
+    ) -> tuple[DetectionOutputs, ObjectFeatures]:
+        """Inference outputs and the object stream from the box head's outputs on the proposals
+        (score threshold, class-aware NMS, top-k: shared by PyTorch and exported runtimes)."""
         det_boxes, det_scores, det_classes = detect(
-            logits,
-            deltas,
-            rpn_out.proposals,
-            features.image_sizes,
-            self.num_classes,
-            self.roi_config,
+            logits, deltas, rpn_out.proposals, image_sizes, self.num_classes, self.roi_config
         )
-        features.objects = ObjectFeatures(
+        objects = ObjectFeatures(
             proposals=rpn_out.proposals,
             detections=det_boxes,
             det_classes=det_classes,
             det_scores=det_scores,
         )
-        return DetectionOutputs(
+        outputs = DetectionOutputs(
             rpn_out, logits, deltas, boxes=det_boxes, scores=det_scores, classes=det_classes
         )
+        return outputs, objects

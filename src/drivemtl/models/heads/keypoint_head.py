@@ -61,12 +61,19 @@ class KeypointHead(nn.Module):
             return inst is not None and inst.keypoints is not None
 
         boxes, classes, gt_index, scores = select_rois(
-            features.objects, batch, self.is_person, has_keypoints
+            features.objects, batch, self.keep_class, has_keypoints
         )
         x = self.pooler(features.levels(self.strides), self.strides, boxes)
-        x = self.deconv(self.convs(x))
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        return RoIHeadOutputs(x, boxes, classes, gt_index, scores)
+        return RoIHeadOutputs(self.logits(x), boxes, classes, gt_index, scores)
+
+    def keep_class(self, classes: Tensor) -> Tensor:
+        """[R] bool: the detections this head predicts joints for (person classes)."""
+        return self.is_person(classes)
+
+    def logits(self, pooled: Tensor) -> Tensor:
+        """Heatmaps of RoI features pooled to [R, C, r, r] (the exported part)."""
+        x = self.deconv(self.convs(pooled))
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
 def keypoint_targets(

@@ -123,12 +123,18 @@ class MaskHead(nn.Module):
             return inst is not None and inst.masks is not None
 
         boxes, classes, gt_index, scores = select_rois(
-            features.objects, batch, lambda c: c < self.num_classes, has_masks
+            features.objects, batch, self.keep_class, has_masks
         )
-        maps = features.levels(self.strides)
-        x = self.pooler(maps, self.strides, boxes)
-        x = F.relu(self.deconv(self.convs(x)))
-        return RoIHeadOutputs(self.predictor(x), boxes, classes, gt_index, scores)
+        x = self.pooler(features.levels(self.strides), self.strides, boxes)
+        return RoIHeadOutputs(self.logits(x), boxes, classes, gt_index, scores)
+
+    def keep_class(self, classes: Tensor) -> Tensor:
+        """[R] bool: the detections this head makes masks for (its classes)."""
+        return classes < self.num_classes
+
+    def logits(self, pooled: Tensor) -> Tensor:
+        """Mask logits of RoI features pooled to [R, C, r, r] (the exported part)."""
+        return self.predictor(F.relu(self.deconv(self.convs(pooled))))
 
 
 def paste_masks(probs: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:

@@ -107,7 +107,10 @@ class BoxHead(nn.Module):
 
     def forward(self, maps: list[Tensor], boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
         """(class logits [R, C+1], class-specific deltas [R, 4C]) for the boxes of every image."""
-        pooled = self.pooler(maps, self.config.pooler_strides, boxes)
+        return self.classify(self.pooler(maps, self.config.pooler_strides, boxes))
+
+    def classify(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """(class logits, deltas) of RoI features pooled to [R, C, r, r] (the exported part)."""
         x = F.relu(self.fc1(pooled.flatten(1)))
         x = F.relu(self.fc2(x))
         return self.cls_score(x), self.bbox_pred(x)

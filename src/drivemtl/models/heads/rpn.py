@@ -69,14 +69,36 @@ class RPN(nn.Module):
         self, maps: list[Tensor], image_sizes: list[tuple[int, int]], training: bool
     ) -> RPNOutputs:
         """Scores and deltas for every anchor, plus the proposals of each image (detached)."""
+        objectness, deltas = self.head(maps)
+        return self.finish(objectness, deltas, image_sizes, training)
+
+    def head(self, maps: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """The convolutional part (what an exported graph holds): per level objectness maps
+        [B, A, H, W] and delta maps [B, 4A, H, W]."""
         objectness, deltas = [], []
         for x in maps:
             h = F.relu(self.conv(x))
-            b, _, height, width = h.shape
-            objectness.append(self.objectness(h).permute(0, 2, 3, 1).reshape(b, -1))
-            d = self.box_deltas(h).view(b, -1, 4, height, width)
+            objectness.append(self.objectness(h))
+            deltas.append(self.box_deltas(h))
+        return objectness, deltas
+
+    def finish(
+        self,
+        objectness_maps: list[Tensor],
+        delta_maps: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        training: bool,
+    ) -> RPNOutputs:
+        """The data-dependent part after `head`: flattened scores / deltas, anchors, proposals
+        (top-k, decoding, NMS), shared by the PyTorch forward and the exported runtime."""
+        objectness, deltas = [], []
+        for obj, dlt in zip(objectness_maps, delta_maps, strict=True):
+            b, _, height, width = obj.shape
+            objectness.append(obj.permute(0, 2, 3, 1).reshape(b, -1))
+            d = dlt.view(b, -1, 4, height, width)
             deltas.append(d.permute(0, 3, 4, 1, 2).reshape(b, -1, 4))
-        anchors = self.anchor_generator([tuple(x.shape[-2:]) for x in maps], maps[0].device)
+        sizes = [tuple(x.shape[-2:]) for x in objectness_maps]
+        anchors = self.anchor_generator(sizes, objectness_maps[0].device)
         proposals, scores = self.propose(anchors, objectness, deltas, image_sizes, training)
         return RPNOutputs(anchors, objectness, deltas, proposals, scores)
 
