@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from batches import tiny_config
 from typer.testing import CliRunner
 
 from drivemtl.cli.model import app
 from drivemtl.models import build_model
-from drivemtl.models.summary import format_summary, summarize
+from drivemtl.models.summary import format_summary, model_memory, summarize
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,9 +33,9 @@ def test_macs_of_the_tagging_head_and_totals() -> None:
 
 
 def test_cli_prints_the_table() -> None:
-    result = CliRunner().invoke(
-        app, ["summary", str(REPO / "configs/models/tiny.yaml"), "--height", "64", "--width", "96"]
-    )
+    config = str(REPO / "configs/models/tiny.yaml")
+    args = ["summary", config, "--height", "64", "--width", "96", "--memory-size", "64x96"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "heads.semantic" in result.output and "backbone" in result.output
 
@@ -58,3 +59,94 @@ def test_every_stage_is_a_row_and_split_heads_are_counted_once() -> None:
     assert heads["heads.semantic"].macs == 16 * 19 * 16 * 24
     assert heads["heads.drivable"].macs == 16 * 3 * 16 * 24
     assert summary.total_params == sum(p.numel() for p in model.parameters())
+
+
+def mteb_config(tasks: tuple[str, ...]):
+    """The tiny model of `tasks` with an mTEB (8 channels, downscale 2) between all of them."""
+    from drivemtl.models.config import ModelConfig
+
+    cfg = tiny_config(tasks)
+    exchange = {"type": "mteb", "tasks": list(tasks), "channels": 8, "downscale": 2}
+    return ModelConfig.model_validate({**cfg.model_dump(), "exchanges": [exchange]})
+
+
+def test_counting_on_meta_gives_the_real_pass_macs() -> None:
+    torch.manual_seed(0)
+    model = build_model(mteb_config(("semantic", "depth")))
+    on_meta, real = summarize(model, (64, 96)), summarize(model, (64, 96), on_meta=False)
+    assert (on_meta.method, real.method) == ("meta", "cpu")
+    assert on_meta.shared == real.shared and on_meta.heads == real.heads
+    assert on_meta.component("exchanges.0").macs > 0
+
+
+def test_single_task_models_count_every_dependency() -> None:
+    """An instance model needs the detector (a support head here); no single-task model has the
+    exchange block; the ratio is the unified MACs over the sum of those models."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(("semantic", "instance")))
+    summary = summarize(model, (64, 96))
+    assert summary.single_task == {
+        "semantic": ("backbone", "neck", "heads.semantic"),
+        "instance": ("backbone", "neck", "heads.detection", "heads.instance"),
+    }
+    macs = {c.name: c.macs for c in [*summary.shared, *summary.heads]}
+    base = macs["backbone"] + macs["neck"]
+    expected = (base + macs["heads.semantic"]) + (
+        base + macs["heads.detection"] + macs["heads.instance"]
+    )
+    assert summary.single_task_macs == expected
+    assert summary.ratio() == pytest.approx(sum(macs.values()) / expected)
+    exchanged = summarize(build_model(mteb_config(("semantic", "depth"))), (64, 96))
+    assert exchanged.single_task["depth"] == ("backbone", "neck", "heads.depth")
+    assert exchanged.total_macs == sum(
+        c.macs for c in [*exchanged.shared, *exchanged.heads]
+    ) and "exchanges.0" in [c.name for c in exchanged.shared]
+
+
+def test_stage_memory_on_meta_matches_a_real_pass() -> None:
+    """Per stage and overall, inference and training forward; the xTAM attention of each of the
+    2 pairs (16 x 24 stride-4 maps pooled by 2: 96 positions) has logits and softmax live."""
+    torch.manual_seed(0)
+    model = build_model(mteb_config(("semantic", "depth")))
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    for training in (False, True):
+        on_meta = model_memory(model, (64, 96), batch_size=2, training=training)
+        real = model_memory(model, (64, 96), batch_size=2, on_meta=False, training=training)
+        assert (on_meta.method, real.method) == ("meta", "cpu")
+        assert on_meta.stages == real.stages and on_meta.peak_bytes == real.peak_bytes
+    assert model.training  # the mode is restored, the BatchNorm statistics untouched
+    assert all(torch.equal(t, before[n]) for n, t in model.state_dict().items())
+    inference = model_memory(model, (64, 96), batch_size=2)
+    assert inference.input_bytes == 2 * 3 * 64 * 96 * 4
+    assert inference.stage("exchanges.0").own_bytes >= 2 * 2 * 96 * 96 * 4
+    assert inference.peak_bytes == max(s.peak_bytes for s in inference.stages)
+
+
+def test_memory_falls_back_to_a_real_pass_for_roi_heads() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_config(("detection",)))
+    memory = model_memory(model, (64, 96))
+    assert memory.method == "cpu" and "meta" in memory.note
+    assert memory.peak_bytes > memory.input_bytes
+
+
+def test_cli_prints_the_memory_column(tmp_path: Path) -> None:
+    config = tmp_path / "dense.yaml"
+    config.write_text(
+        "model:\n  backbone: {type: resnet18, width: 8, norm: gn}\n"
+        "  neck: {type: fpn, out_channels: 16, norm: gn}\n"
+        "  tasks: {semantic: {head: {channels: 16}}}\n"
+    )
+    args = ["summary", str(config), "--height", "64", "--width", "96"]
+    result = CliRunner().invoke(app, [*args, "--memory-size", "64x96"])
+    assert result.exit_code == 0, result.output
+    assert "peak MiB" in result.output and "counted on meta" in result.output
+    torch.manual_seed(0)
+    from drivemtl.engine.run_config import load_run_config
+
+    expected = model_memory(build_model(load_run_config(config).model), (64, 96))
+    assert f"{expected.peak_bytes / 2**20:.1f}" in result.output.splitlines()[-2]
+    bad = CliRunner().invoke(app, [*args, "--memory-size", "64by96"])
+    assert bad.exit_code != 0 and "--memory-size" in str(bad.exception)
+    plain = CliRunner().invoke(app, [*args, "--memory-size", "none"])
+    assert plain.exit_code == 0 and "peak MiB" not in plain.output

@@ -10,11 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from drivemtl.cli.bench import bench
 from drivemtl.cli.data import app as data_app
 from drivemtl.cli.demo import demo
 from drivemtl.cli.errors import USER_ERRORS
 from drivemtl.cli.eval import eval_model
 from drivemtl.cli.eval_files import eval_files
+from drivemtl.cli.export import export
 from drivemtl.cli.model import app as model_app
 from drivemtl.cli.predict import predict
 from drivemtl.cli.train import grid_search, pseudo_label, train
@@ -37,7 +39,9 @@ app.command("train")(train)
 app.command("pseudo-label")(pseudo_label)
 app.command("grid-search")(grid_search)
 app.command("predict")(predict)
+app.command("export")(export)
 app.command("demo")(demo)
+app.command("bench")(bench)
 
 console = Console()
 SetOption = Annotated[

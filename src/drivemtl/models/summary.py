@@ -1,19 +1,39 @@
-"""Parameters and MACs per stage (shared stages vs each task head) of a MultiTaskNet.
+"""Parameters, MACs and peak activation memory per stage (shared stages, each task head).
 
 MACs are counted by `torch.utils.flop_counter.FlopCounterMode` during one inference forward pass
 on a blank image (MACs = FLOPs / 2; convolutions and matrix products, which dominate; resampling
-and RoIAlign gathers are not counted). The single-task column adds the shared extractor to each
-head, so `ratio` reads the cost of the unified network over that of separate single-task networks.
+and RoIAlign gathers are not counted). The pass runs on the `meta` device (shapes only, no
+compute) when the model allows it, else for real on the model's device: RoI heads (NMS, top-k of
+proposals) need real values, and are counted on what the current weights produce.
+
+The single-task column counts, for every enabled task, the network a single-task model of it
+needs: backbone, neck and every stage its head depends on (group encoders, support heads: an
+instance model is backbone + neck + detector + mask head), without the cross-task stages
+(interaction and exchange blocks). `ratio` reads the unified network's cost over their sum.
+
+Peak activation memory (`model_memory`) is counted by `drivemtl.models.memory`: the largest sum
+of simultaneously live activation bytes of an inference pass, overall and while each stage runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from drivemtl.models.multitask import MultiTaskNet
+from drivemtl.models.memory import (
+    META_ERRORS,
+    MemoryProfile,
+    StageMemory,
+    measure,
+    meta_call,
+    meta_twins,
+    stage_labels,
+)
+from drivemtl.models.multitask import MultiTaskNet, order_stages
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.sample import SampleMeta
@@ -31,11 +51,34 @@ class ComponentCost:
 @dataclass(frozen=True)
 class ModelSummary:
     """Costs of the shared stages (backbone, neck, adapters, group encoders, interaction and
-    exchange blocks) and of each task head at `input_size` (H, W)."""
+    exchange blocks) and of each task head at `input_size` (H, W).
+
+    `single_task`: each enabled task -> the components a single-task model of it needs (empty:
+    the shared stages plus each head, the reading before dependencies were tracked); `method`:
+    how MACs were counted ("meta" or the device the pass ran on).
+    """
 
     input_size: tuple[int, int]
     shared: list[ComponentCost]
     heads: list[ComponentCost]
+    single_task: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    method: str = "cpu"
+
+    def component(self, name: str) -> ComponentCost:
+        """The cost of component `name` (KeyError naming the known ones)."""
+        for cost in [*self.shared, *self.heads]:
+            if cost.name == name:
+                return cost
+        known = [c.name for c in [*self.shared, *self.heads]]
+        raise KeyError(f"no component {name!r}; components: {known}")
+
+    def task_macs(self, task: str) -> int:
+        """MACs of a single-task model of `task` (every component it needs)."""
+        return sum(self.component(n).macs for n in self.single_task[task])
+
+    def task_params(self, task: str) -> int:
+        """Parameters of a single-task model of `task`."""
+        return sum(self.component(n).params for n in self.single_task[task])
 
     @property
     def shared_params(self) -> int:
@@ -59,31 +102,82 @@ class ModelSummary:
 
     @property
     def single_task_macs(self) -> int:
-        """MACs of one single-task network (shared extractor + one head) per head, summed."""
-        return sum(self.shared_macs + c.macs for c in self.heads)
+        """MACs of one single-task network per enabled task (with its dependencies), summed."""
+        if not self.single_task:
+            return sum(self.shared_macs + c.macs for c in self.heads)
+        return sum(self.task_macs(t) for t in self.single_task)
 
     @property
     def single_task_params(self) -> int:
-        """Parameters of one single-task network per head, summed."""
-        return sum(self.shared_params + c.params for c in self.heads)
+        """Parameters of one single-task network per enabled task, summed."""
+        if not self.single_task:
+            return sum(self.shared_params + c.params for c in self.heads)
+        return sum(self.task_params(t) for t in self.single_task)
 
     def ratio(self) -> float:
         """Unified MACs / sum of single-task MACs (VTDNet reports about 0.2 for its ten tasks)."""
         return self.total_macs / max(self.single_task_macs, 1)
 
 
-def blank_batch(input_size: tuple[int, int], device: torch.device | str = "cpu") -> Batch:
-    """A one-image batch of zeros, unlabelled, to trace costs."""
+def blank_batch(
+    input_size: tuple[int, int], device: torch.device | str = "cpu", batch_size: int = 1
+) -> Batch:
+    """A batch of `batch_size` zero images, unlabelled, to trace costs."""
     height, width = input_size
-    meta = SampleMeta(name="summary", image_set="summary", orig_size=(height, width))
+    metas = [
+        SampleMeta(name=f"summary{i}", image_set="summary", orig_size=(height, width))
+        for i in range(batch_size)
+    ]
     return Batch(
-        images=torch.zeros((1, 3, height, width), device=device),
-        image_sizes=[(height, width)],
-        metas=[meta],
+        images=torch.zeros((batch_size, 3, height, width), device=device),
+        image_sizes=[(height, width)] * batch_size,
+        metas=metas,
         labeled={},
-        instances=[Instances.empty()],
-        lane_lines=[None],
+        instances=[Instances.empty() for _ in range(batch_size)],
+        lane_lines=[None] * batch_size,
     )
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (cpu for a model without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def run_forward(
+    model: MultiTaskNet,
+    input_size: tuple[int, int],
+    around: Callable[[Callable[[], Any], torch.Tensor], Any],
+    on_meta: bool = True,
+    batch_size: int = 1,
+    training: bool = False,
+) -> tuple[str, str]:
+    """`around(run, images)` with `run()` one forward (heads without targets) on a blank batch:
+    first on `meta` (when `on_meta`), else, when the model cannot run there, on its device.
+
+    Returns (method, note): "meta" or the device name, and why `meta` did not work. The model
+    runs in eval mode (train mode with `training`, its buffers swapped for copies); its mode is
+    restored afterwards and its parameters and buffers are left as they were.
+    """
+    was_training = model.training
+    model.train(training)
+    note = ""
+    try:
+        if on_meta:
+            twins = meta_twins(model)
+            batch = blank_batch(input_size, "meta", batch_size)
+            try:
+                around(lambda: meta_call(model, twins, batch, targets=False), batch.images)
+                return "meta", ""
+            except META_ERRORS as exc:
+                note = f"a data-dependent step cannot run on meta ({type(exc).__name__})"
+        device = model_device(model)
+        batch = blank_batch(input_size, device, batch_size)
+        # in train mode, running statistics update: they go to copies, not to the model's own
+        copies = {n: b.clone() for n, b in model.named_buffers()} if training else {}
+        around(lambda: meta_call(model, copies, batch, targets=False), batch.images)
+        return device.type, note
+    finally:
+        model.train(was_training)
 
 
 def _params(model: torch.nn.Module, prefix: str) -> int:
@@ -104,20 +198,43 @@ def _module_macs(counts: dict[str, dict], base: str) -> int:
     return int(sum(sum(counts[k].values()) for k in outermost)) // 2
 
 
-def summarize(model: MultiTaskNet, input_size: tuple[int, int] = (720, 1280)) -> ModelSummary:
+CROSS_TASK_KINDS = ("interaction", "exchange")  # stages a single-task model does not have
+
+
+def single_task_components(model: MultiTaskNet) -> dict[str, tuple[str, ...]]:
+    """Each enabled task -> the stage paths a single-task model of it needs, in stage order.
+
+    Backbone, neck and every stage the task's head (and the support heads it owns) depends on,
+    in the graph without the cross-task stages (interaction and exchange blocks), which a
+    single-task model does not have.
+    """
+    graph = [s for s in model.stage_list if s.kind not in CROSS_TASK_KINDS]
+    out = {}
+    for task in model.task_names:
+        heads = [task, *(n for n, owner in model.support_owner.items() if owner == task)]
+        needed = {s.path for s in order_stages(graph, [f"out:{h}" for h in heads])}
+        needed |= {"backbone", "neck"}
+        out[task] = tuple(dict.fromkeys(s.path for s in model.stage_list if s.path in needed))
+    return out
+
+
+def summarize(
+    model: MultiTaskNet, input_size: tuple[int, int] = (720, 1280), on_meta: bool = True
+) -> ModelSummary:
     """Count parameters and MACs of every stage for one image of `input_size`.
 
-    The model runs in eval mode under no_grad; its mode is restored afterwards. RoI heads are
-    counted on the proposals / detections the current weights produce.
+    The pass runs on `meta` when the model allows it (`on_meta`), else on its device, in eval
+    mode under no_grad. RoI heads are counted on the proposals / detections the current
+    weights produce.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(blank_batch(input_size, device), targets=False)
-    finally:
-        model.train(was_training)
+    counter = FlopCounterMode(display=False)
+
+    def around(run: Callable[[], Any], images: torch.Tensor) -> None:
+        counter.flop_counts.clear()
+        with torch.no_grad(), counter:
+            run()
+
+    method, _ = run_forward(model, input_size, around, on_meta)
     counts = counter.get_flop_counts()
     root = type(model).__name__
     shared, heads, seen = [], [], set()
@@ -129,15 +246,67 @@ def summarize(model: MultiTaskNet, input_size: tuple[int, int] = (720, 1280)) ->
             stage.path, _params(model, stage.path), _module_macs(counts, f"{root}.{stage.path}")
         )
         (heads if stage.kind in ("decoder", "predictor") else shared).append(cost)
-    return ModelSummary(input_size, shared, heads)
+    return ModelSummary(input_size, shared, heads, single_task_components(model), method)
 
 
-def format_summary(summary: ModelSummary) -> str:
-    """A plain-text table: component, parameters (M), GMACs, and the unified / single-task ratio."""
+def model_memory(
+    model: MultiTaskNet,
+    input_size: tuple[int, int] = (512, 1024),
+    batch_size: int = 1,
+    on_meta: bool = True,
+    training: bool = False,
+) -> MemoryProfile:
+    """Peak activation memory of one inference pass at `input_size`, overall and per stage.
+
+    Counted on `meta` (no compute, exact for the ops' outputs) when the model allows it, else
+    by a real pass on the model's device. The input images count as live from the start. With
+    `training`, the pass runs in train mode recording autograd, so the tensors saved for the
+    backward pass count too (the gradients a backward pass then allocates do not).
+    """
+    paths = list(dict.fromkeys(s.path for s in model.stage_list))
+    labels = stage_labels(model, paths)
+    trackers, input_bytes = [], []
+
+    def around(run: Callable[[], Any], images: torch.Tensor) -> None:
+        input_bytes[:] = [images.numel() * images.element_size()]
+        trackers[:] = [measure(run, (images,), labels, grad=training)]
+
+    method, note = run_forward(model, input_size, around, on_meta, batch_size, training)
+    tracker = trackers[0]
+    stages = [
+        StageMemory(p, tracker.label_peak[p], tracker.label_own[p])
+        for p in paths
+        if p in tracker.label_peak
+    ]
+    return MemoryProfile(input_size, batch_size, tracker.peak, input_bytes[0], stages, method, note)
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:.1f}"
+
+
+def format_summary(summary: ModelSummary, memory: MemoryProfile | None = None) -> str:
+    """A plain-text table: component, parameters (M), GMACs, the unified / single-task ratio
+    and, with `memory`, each stage's peak activation memory (all live / its own, MiB)."""
     h, w = summary.input_size
-    lines = [f"input {h}x{w}", f"{'component':<22}{'params (M)':>12}{'GMACs':>12}"]
+    header = f"{'component':<22}{'params (M)':>12}{'GMACs':>12}"
+    lines = [f"input {h}x{w} (MACs counted on {summary.method})"]
+    peaks: dict[str, StageMemory] = {}
+    if memory is not None:
+        mh, mw = memory.input_size
+        mode = "training forward" if memory.training else "inference"
+        lines.append(
+            f"peak activation memory ({mode}) at {mh}x{mw}, batch {memory.batch_size} "
+            f"(counted on {memory.method}{'; ' + memory.note if memory.note else ''})"
+        )
+        header += f"{'peak MiB':>12}{'own MiB':>10}"
+        peaks = {s.name: s for s in memory.stages}
+    lines.append(header)
     for c in [*summary.shared, *summary.heads]:
-        lines.append(f"{c.name:<22}{c.params / 1e6:>12.3f}{c.macs / 1e9:>12.3f}")
+        line = f"{c.name:<22}{c.params / 1e6:>12.3f}{c.macs / 1e9:>12.3f}"
+        if c.name in peaks:
+            line += f"{_mib(peaks[c.name].peak_bytes):>12}{_mib(peaks[c.name].own_bytes):>10}"
+        lines.append(line)
     lines.append(
         f"{'shared stages':<22}{summary.shared_params / 1e6:>12.3f}"
         f"{summary.shared_macs / 1e9:>12.3f}"
@@ -149,5 +318,7 @@ def format_summary(summary: ModelSummary) -> str:
         f"{'sum of single-task':<22}{summary.single_task_params / 1e6:>12.3f}"
         f"{summary.single_task_macs / 1e9:>12.3f}"
     )
+    if memory is not None:
+        lines.append(f"{'peak (whole pass)':<46}{_mib(memory.peak_bytes):>12}")
     lines.append(f"unified / single-task MACs ratio: {summary.ratio():.3f}")
     return "\n".join(lines)
