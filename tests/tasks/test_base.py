@@ -37,3 +37,24 @@ def test_unknown_head_option_names_the_config_key() -> None:
 
 def test_loss_weight_comes_from_the_config() -> None:
     assert TASKS.get("depth")(TaskConfig(loss_weight=0.7)).loss_weight == 0.7
+
+
+def test_task_options_with_extras_unpickle_in_a_fresh_process(tmp_path) -> None:
+    """A spawned DDP rank unpickles the model, options models built from extras included."""
+    import pickle
+    import subprocess
+    import sys
+
+    from drivemtl.tasks.depth import DepthTask
+    from drivemtl.tasks.semantic import SemanticTask
+
+    path = tmp_path / "options.pkl"
+    path.write_bytes(pickle.dumps([SemanticTask().options, DepthTask().options]))
+    code = (
+        f"import pickle; print([type(o).__name__ for o in pickle.load(open({str(path)!r}, 'rb'))])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert (
+        out.stdout.strip()
+        == "['ClassListOptionsSemanticFPNFamily', 'DepthOptionsSemanticFPNFamily']"
+    )

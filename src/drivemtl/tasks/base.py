@@ -41,7 +41,24 @@ def head_options_class(family: type[HeadFamily], extras: type[BaseModel] | None)
     """The options model of a family for a task: the family's options plus the task's extras."""
     if extras is None:
         return family.Options
-    return create_model(f"{extras.__name__}{family.__name__}", __base__=(extras, family.Options))
+    name = f"{extras.__name__}{family.__name__}"
+    model = create_model(name, __base__=(extras, family.Options), __module__=__name__)
+    globals()[name] = model
+    return model
+
+
+def __getattr__(name: str) -> type:
+    """The combined options model `name` (extras + family) for unpickling in a fresh process
+    (e.g. a spawned DDP rank): built from the registries on first lookup."""
+    import drivemtl.tasks  # noqa: F401  (every shipped task and family registered)
+
+    for task_name in TASKS.names():
+        extras = TASKS.get(task_name).Extras
+        for family_name in HEAD_FAMILIES.names():
+            family = HEAD_FAMILIES.get(family_name)
+            if extras is not None and f"{extras.__name__}{family.__name__}" == name:
+                return head_options_class(family, extras)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Task:
