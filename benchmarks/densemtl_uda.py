@@ -38,18 +38,25 @@ TASKS = ("semantic", "depth")
 HEADLINE = {"semantic": "mIoU", "depth": "RMSE"}
 WEIGHTS = {"semantic": 50.0, "depth": 1.0}  # DenseMTL's SD weights (CE x50, berHu x1)
 MTEB = [{"type": "mteb", "tasks": list(TASKS), "channels": 32, "downscale": 4}]
-# variant -> (exchanges, train sets, adversarial target or None)
-VARIANTS: dict[str, tuple[list[dict[str, Any]], list[str], str | None]] = {
-    "source only": ([], ["source"], None),
-    "MTL-UDA": ([], ["source"], "target"),
-    "mTEB + UDA": (MTEB, ["source"], "target"),
-    "target oracle": ([], ["target"], None),
+# variant -> (exchanges, train sets, adversarial target or None, lambda_adv factor). The two
+# ablations separate the adversarial losses from what merely seeing target images does
+# (BatchNorm statistics of target batches: lambda 0) and from the exchange module itself.
+VARIANTS: dict[str, tuple[list[dict[str, Any]], list[str], str | None, float]] = {
+    "source only": ([], ["source"], None, 1.0),
+    "MTL-UDA": ([], ["source"], "target", 1.0),
+    "mTEB + UDA": (MTEB, ["source"], "target", 1.0),
+    "target oracle": ([], ["target"], None, 1.0),
+    "MTL-UDA, lambda 0": ([], ["source"], "target", 0.0),
+    "mTEB source only": (MTEB, ["source"], None, 1.0),
 }
+DEFAULT_VARIANTS = ["source only", "MTL-UDA", "mTEB + UDA", "target oracle"]
 
 
-def config(data: Path, variant: str, steps: int, seed: int, lambda_adv: float) -> RunConfig:
+def config(
+    data: Path, variant: str, steps: int, seed: int, lambda_adv: float, disc_channels: int = 16
+) -> RunConfig:
     """A tiny DenseMTL-style S-D run (resnet18 w16, FPN 32, per-pixel decoders)."""
-    exchanges, sets, target = VARIANTS[variant]
+    exchanges, sets, target, factor = VARIANTS[variant]
     stage: dict[str, Any] = {
         "name": "train",
         "steps": steps,
@@ -63,7 +70,8 @@ def config(data: Path, variant: str, steps: int, seed: int, lambda_adv: float) -
     }
     if target is not None:
         stage["kind"] = {"type": "uda_adversarial", "target_sets": [target],
-                         "lambda_adv": lambda_adv}  # fmt: skip
+                         "lambda_adv": lambda_adv * factor,
+                         "discriminator": {"channels": disc_channels}}  # fmt: skip
     tree = {
         "name": "uda",
         "seed": seed,
@@ -131,7 +139,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--lambda-adv", type=float, default=5e-3, help="DenseMTL: 5e-3")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument(
+        "--disc-channels", type=int, default=16,
+        help="first-layer width of the patch discriminators (AdvEnt: 64, sized for ResNet-101; "
+        "16 keeps them below the tiny network's cost)",
+    )  # fmt: skip
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     data = args.out / "data"
@@ -143,8 +156,8 @@ def main() -> None:
     for seed in args.seeds:
         for name in ["source only", *[v for v in args.variants if v != "source only"]]:
             start = time.perf_counter()
-            cfg = config(data, name, args.steps, seed, args.lambda_adv)
-            slug = name.replace(" ", "_").replace("+", "").lower()
+            cfg = config(data, name, args.steps, seed, args.lambda_adv, args.disc_channels)
+            slug = "".join(c if c.isalnum() else "_" for c in name.lower())
             results.setdefault(name, []).append(train_and_eval(cfg, args.out / f"{slug}-s{seed}"))
             times[name] = times.get(name, 0.0) + time.perf_counter() - start
             print(name, seed, results[name][-1], f"{time.perf_counter() - start:.0f} s", flush=True)

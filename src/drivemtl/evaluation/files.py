@@ -304,7 +304,9 @@ def _paired_pngs(
             extra
         )
     if missing:
-        skipped[f"ground-truth bitmask(s) without a prediction, scored as empty, e.g. {missing[0]!r}"] = len(missing)  # fmt: skip
+        skipped[f"ground-truth bitmask(s) without a prediction, scored as the official blank "
+                f"map (all 0; for lanes the official decoding reads that as lane everywhere), e.g. "
+                f"{missing[0]!r}"] = len(missing)  # fmt: skip
     return [(gts[name], preds.get(name)) for name in sorted(gts)], skipped
 
 

@@ -130,7 +130,7 @@ class TaggingEvaluator:
     def _bad(self, message: str, reason: str) -> None:
         """Raise in strict mode, else count `reason` as skipped."""
         if self.strict:
-            raise EvaluationInputError(f"{message} (use --lenient to skip it)")
+            raise EvaluationInputError(f"{message} (without --strict it is skipped and counted)")
         self.skipped[reason] += 1
 
 
