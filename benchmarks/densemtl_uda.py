@@ -8,7 +8,9 @@ paper's UDA setting) and scores every variant on held-out *target* frames:
 - `MTL-UDA`: the same plus the `uda_adversarial` stage kind on the unlabelled target images
   (output-level patch discriminators on the semantic entropy map and the normalised depth);
 - `mTEB + UDA`: MTL-UDA with DenseMTL's exchange module (the paper's "Ours");
-- `target oracle`: MTL trained on the target's labels (the upper bound; not a UDA method).
+- `target oracle`: MTL trained on the target's labels (the upper bound; not a UDA method);
+- ablations (`--variants`): `MTL-UDA, lambda 0` (the same stage without the adversarial term:
+  what seeing target images alone does, through BatchNorm statistics) and `mTEB source only`.
 
 Δ_SD is DenseMTL's Δ_T against `source only` (the paper uses STL-UDA; single-task UDA runs are
 left out to fit a CPU budget). Mean ± standard deviation over seeds. The paper's direction
@@ -48,6 +50,7 @@ VARIANTS: dict[str, tuple[list[dict[str, Any]], list[str], str | None, float]] =
     "target oracle": ([], ["target"], None, 1.0),
     "MTL-UDA, lambda 0": ([], ["source"], "target", 0.0),
     "mTEB source only": (MTEB, ["source"], None, 1.0),
+    "mTEB + UDA, lambda 0": (MTEB, ["source"], "target", 0.0),
 }
 DEFAULT_VARIANTS = ["source only", "MTL-UDA", "mTEB + UDA", "target oracle"]
 
