@@ -203,7 +203,7 @@ class AdversarialModule(MultiTaskModule):
         for task, value in adversarial.items():
             self.log(f"adv/{task}", value.detach(), prog_bar=False, batch_size=n)
         for task, value in d_losses.items():
-            self.log(f"disc/{task}", value.detach(), prog_bar=task == self.adapt[0], batch_size=n)
+            self.log(f"disc/{task}", value.detach(), batch_size=n)
 
 
 class PairedBatchSampler(Sampler[list[tuple[str, int, int]]]):

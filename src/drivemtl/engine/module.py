@@ -142,7 +142,7 @@ class MultiTaskModule(L.LightningModule):
         self.log("loss/total", out.total.detach(), prog_bar=True, batch_size=n)
         for task, value in out.losses.items():
             if out.present[task]:
-                self.log(f"loss/{task}", value.detach(), prog_bar=True, batch_size=n)
+                self.log(f"loss/{task}", value.detach(), batch_size=n)  # logs, not the bar
             self.log(f"weight/{task}", out.weights[task], batch_size=n)
         if not self.automatic_optimization:
             self.manual_step(out, loss)

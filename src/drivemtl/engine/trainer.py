@@ -97,6 +97,18 @@ class StageProgressBar(RichProgressBar):
     def _get_train_description(self, current_epoch: int) -> str:
         return f"stage {self.stage}"
 
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """The running loss and throughput, short: no logger version, 3 significant digits
+        (per-task losses go to the logs), so the bar stays on one line."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return {
+            k.removeprefix("loss/").replace("images_per_s", "img/s"): f"{float(v):.3g}"
+            if isinstance(v, int | float) or hasattr(v, "item")
+            else v
+            for k, v in metrics.items()
+        }
+
 
 class PeriodicCheckpoint(Callback):
     """Write `last.ckpt` (Lightning state) every N consumed batches, atomically, on all ranks."""
