@@ -30,6 +30,7 @@ def setup_logging(verbosity: int = 0, console: Console | None = None) -> None:
             logger.removeHandler(handler)
     handler = RichHandler(
         console=console or Console(stderr=True),
+        show_time=verbosity > 0,
         show_path=verbosity > 0,
         rich_tracebacks=True,
         markup=False,
