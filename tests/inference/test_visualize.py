@@ -74,3 +74,16 @@ def test_colorize_depth_is_monotone():
     depth = np.array([[1.0, 2.0, 4.0, 0.0]], dtype=np.float32)
     coloured = colorize_depth(depth).astype(int).sum(axis=-1)[0]
     assert coloured[0] > coloured[1] > coloured[2] and coloured[3] == 0
+
+
+def test_overlays_leave_out_detections_below_the_display_score() -> None:
+    image = np.full((40, 60, 3), 100, dtype=np.uint8)
+    inst = Instances(
+        boxes=torch.tensor([[5.0, 5.0, 30.0, 30.0]]),
+        classes=torch.tensor([2]),
+        scores=torch.tensor([0.4]),
+    )
+    shown = draw_overlay(image, prediction(detections=inst), score_threshold=0.3)
+    hidden = draw_overlay(image, prediction(detections=inst))  # default display score 0.5
+    assert np.array_equal(hidden, image)
+    assert not np.array_equal(shown, image) and not np.array_equal(shown[30, 5:30], image[30, 5:30])

@@ -46,6 +46,15 @@ def predict(
         bool,
         typer.Option("--overwrite", help="Replace the predictions of an earlier run in --out."),
     ] = False,
+    display_score: Annotated[
+        float,
+        typer.Option(
+            "--display-score",
+            min=0.0,
+            max=1.0,
+            help="Overlays draw boxes, masks and poses from this score on (files keep all).",
+        ),
+    ] = 0.5,
 ) -> None:
     """Overlays of every predicted task per frame, an MP4 for videos, and BDD-format predictions."""
     from drivemtl.cli.errors import UsageError
@@ -62,7 +71,17 @@ def predict(
         raise UsageError("--set needs a CONFIG to override")
     cfg = load_run_config(config, overrides or []) if config is not None else None
     result = run_predict(
-        cfg, checkpoint, source, out, panels, tasks, device, progress, overwrite, onnx
+        cfg,
+        checkpoint,
+        source,
+        out,
+        panels,
+        tasks,
+        device,
+        progress,
+        overwrite,
+        onnx,
+        display_score,
     )
     console = Console()
     console.print(f"{result.frames} frames -> overlays in {out / 'overlays'}")

@@ -15,7 +15,7 @@ from drivemtl.engine.run_config import RunConfig
 from drivemtl.errors import DriveMTLError
 from drivemtl.inference.predictor import Predictor
 from drivemtl.inference.sources import VideoWriter, open_source
-from drivemtl.inference.visualize import draw_overlay, draw_panels
+from drivemtl.inference.visualize import DISPLAY_SCORE, draw_overlay, draw_panels
 from drivemtl.outputs import check_output_dir, refuse_overwrite
 
 
@@ -63,13 +63,15 @@ def run_predict(
     progress: bool = True,
     overwrite: bool = False,
     onnx: Path | None = None,
+    display_score: float = DISPLAY_SCORE,
 ) -> PredictResult:
     """Predict every frame of `source` and write overlays, panels, video and predictions.
 
     The network is the config's model with `checkpoint` (PyTorch), or the ONNX export folder
     `onnx` (onnxruntime; `config`, when given, must be the exported one). `out_dir` is checked
     first (writable; an earlier `predictions.json` there is replaced only with `overwrite`), so
-    a bad folder fails before the model runs."""
+    a bad folder fails before the model runs. Overlays draw detections scoring from
+    `display_score` on; the prediction files keep every one."""
     check_output_dir(out_dir)
     refuse_overwrite(Path(out_dir) / "predictions.json", overwrite)
     frames = open_source(source)
@@ -91,7 +93,7 @@ def run_predict(
                 name = frame.name
                 prediction = predictor(frame.image, name, frame.index, frame.video)
                 writer.add(prediction)
-                overlay = draw_overlay(frame.image, prediction)
+                overlay = draw_overlay(frame.image, prediction, display_score)
                 stem = Path(name).stem
                 result.overlays.append(_write_rgb(out_dir / "overlays" / f"{stem}.png", overlay))
                 if panels:

@@ -140,8 +140,15 @@ def draw_tags(canvas: np.ndarray, tags: Tensor, scores: Tensor | None = None) ->
         y += th + base + 4
 
 
-def draw_overlay(image: np.ndarray, prediction: FramePrediction) -> np.ndarray:
-    """One RGB picture with every predicted task drawn on `image` (H, W, 3 uint8, original size)."""
+DISPLAY_SCORE = 0.5  # overlays draw detections from this score on (files keep them all)
+
+
+def draw_overlay(
+    image: np.ndarray, prediction: FramePrediction, score_threshold: float = DISPLAY_SCORE
+) -> np.ndarray:
+    """One RGB picture with every predicted task drawn on `image` (H, W, 3 uint8, original
+    size); boxes, masks and poses scoring below `score_threshold` are not drawn (they stay in
+    the prediction files and count for AP)."""
     canvas = np.ascontiguousarray(image.copy())
     if prediction.semantic is not None:
         draw_class_map(canvas, _np(prediction.semantic), SEMANTIC_PALETTE, 0.45, skip=())
@@ -151,11 +158,11 @@ def draw_overlay(image: np.ndarray, prediction: FramePrediction) -> np.ndarray:
         draw_class_map(canvas, _np(prediction.lanes)[0], LANE_PALETTE, 0.9, skip=(0,))
     for instances in (prediction.instances, prediction.detections, prediction.poses):
         if instances is not None and len(instances):
-            draw_instances(canvas, instances)
+            draw_instances(canvas, instances, score_threshold=score_threshold)
             break
     drawn_boxes = prediction.instances is not None or prediction.detections is not None
     if prediction.poses is not None and len(prediction.poses) and drawn_boxes:
-        draw_instances(canvas, prediction.poses, with_boxes=False)
+        draw_instances(canvas, prediction.poses, score_threshold=score_threshold, with_boxes=False)
     if prediction.tags is not None:
         draw_tags(canvas, prediction.tags, prediction.tag_scores)
     return canvas
