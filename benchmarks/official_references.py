@@ -375,6 +375,35 @@ def make_seg_track(fixtures: Path, out: Path, rng: np.random.Generator) -> None:
     _config(fixtures / "configs/seg_track.toml", out / "config.toml", H, W)
 
 
+def make_seg_track_bitmask(out: Path, source: Path) -> None:
+    """The seg_track case's first two videos (the third has no predictions, on which the official
+    bitmask evaluator asserts) as BDD100K RGBA bitmask folders: R = class + 1, G = 0, B / A =
+    instance id (per video, from the label ids); crowd regions left out."""
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    for side in ("gt", "pred"):
+        frames = json.loads((source / f"{side}.json").read_text())
+        ids: dict[tuple[str, str], int] = {}
+        for frame in frames:
+            video = frame["videoName"]
+            if video == "mots-c":
+                continue
+            planes = np.zeros((H, W, 4), np.uint8)
+            for label in frame["labels"]:
+                if (label.get("attributes") or {}).get("crowd"):
+                    continue
+                rle = {**label["rle"], "counts": label["rle"]["counts"].encode()}
+                mask = mask_utils.decode(rle).astype(bool)
+                ident = ids.setdefault((video, label["id"]), 1 + sum(k[0] == video for k in ids))
+                planes[mask] = (TRACK_CLASSES.index(label["category"]) + 1, 0, ident >> 8,
+                                ident & 255)  # fmt: skip
+            path = out / side / video / f"{Path(frame['name']).stem}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(planes, "RGBA").save(path)
+    shutil.copy(source / "config.toml", out / "config.toml")
+
+
 # ----------------------------------------------------------------------------- official runs
 def _bdd_frames(path: Path, config: Any) -> list[Any]:
     from bdd100k.label.to_scalabel import bdd100k_to_scalabel
@@ -398,6 +427,14 @@ def run_official(
         return _flatten(dict(fn(gts, preds, nproc=1, with_logs=False)))
     assert config_path is not None
     config = load_bdd100k_config(str(config_path))
+    if task == "seg_track_bitmask":
+        from bdd100k.common.utils import group_and_sort_files, list_files
+        from bdd100k.eval.mots import evaluate_seg_track as bitmask_seg_track
+
+        gts, preds = (group_and_sort_files(list_files(str(p), ".png", with_prefix=True))
+                      for p in (gt_path, pred_path))  # fmt: skip
+        result = bitmask_seg_track(gts=gts, results=preds, config=config.scalabel, nproc=1)
+        return _flatten(dict(result))
     gt = _bdd_frames(gt_path, config)
     pred = _bdd_frames(pred_path, config)
     sc = config.scalabel
@@ -613,6 +650,7 @@ CASES: dict[str, tuple[str, str]] = {
     "drivable_bitmask": ("drivable_bitmask", "drivable"),
     "box_track": ("box_track", "box_track"),
     "seg_track": ("seg_track", "seg_track"),
+    "seg_track_bitmask": ("seg_track_bitmask", "seg_track"),
 }
 # real-format fixtures, read in place (../shared/fixtures/bdd100k): case -> (official task,
 # eval-files task, ground truth, predictions, config or None)
@@ -646,6 +684,7 @@ def main() -> None:
         "drivable_bitmask": lambda o: make_bitmasks(o, rng, 3, 2),
         "box_track": lambda o: make_box_track(fixtures, o, rng),
         "seg_track": lambda o: make_seg_track(fixtures, o, rng),
+        "seg_track_bitmask": lambda o: make_seg_track_bitmask(o, o.parent / "seg_track"),
     }
     references = {}
     for case, (official_task, task) in CASES.items():
