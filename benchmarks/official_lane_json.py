@@ -22,6 +22,9 @@ label, a frame without labels) and predictions derived from it (exact, shifted b
 dropped / extra lines, swapped attributes, a missing frame), the official scores of each in
 official.json (flattened: `F1_pix{r}`, `F1_pix{r}/{ATTRIBUTE}`, `F1_pix{r}/{value}`), and the
 official masks of the ground truth and the shifted prediction (masks/) for the pixel test.
+With --dense (also part of a full regeneration) it writes dense_gt.json, lanes of 127-400
+line vertices (matplotlib simplifies paths of 128 or more), and their official masks
+(masks/dense_gt) for the simplification test in test_lane_raster.py.
 """
 
 from __future__ import annotations
@@ -210,10 +213,60 @@ def regenerate() -> None:
                         shutil.rmtree(target, ignore_errors=True)
                         shutil.copytree(Path(tmp) / side, target)
     _write(OUT / "official.json", official)
+    regenerate_dense()
 
 
-def _write(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+def _dense_lane(rng: np.random.Generator, k: int, size: tuple[int, int]) -> dict[str, Any]:
+    """A lane of many vertices about 12 px apart (runs of them get merged when simplified).
+
+    Kinds: a gentle wave, the same with jitter, a line that steps back every other vertex
+    (anti-parallel runs), a wave leaving the canvas and coming back; 127 to 400 vertices.
+    """
+    h, w = size
+    n = int(rng.choice([127, 128, 150, 200, 400]))
+    kind = k % 4
+    step = 12.0 if kind != 2 else 6.0
+    angle = rng.uniform(-0.5, 0.5) + (np.pi / 2 if rng.random() < 0.3 else 0.0)
+    s = np.arange(n) * step * rng.uniform(0.8, 1.2)
+    if kind == 2:
+        s = s + np.where(np.arange(n) % 2, 10.0, 0.0)  # every other vertex steps back
+    bend = rng.uniform(20, 80) * np.sin(s / rng.uniform(150, 400))
+    if kind == 1:
+        bend = bend + rng.normal(0, 0.4, n)
+    start = np.array([rng.uniform(0, w), rng.uniform(0, h)]) - 0.4 * s[-1] * np.array(
+        [np.cos(angle), np.sin(angle)]
+    )
+    if kind == 3:
+        start = start + np.array([rng.choice([-1, 1]) * 0.3 * w, 0.0])
+    x = start[0] + s * np.cos(angle) - bend * np.sin(angle)
+    y = start[1] + s * np.sin(angle) + bend * np.cos(angle)
+    types = "L" * n if rng.random() < 0.8 else "C" + "L" * (n - 1)  # a first 'C' is a MOVETO
+    return {
+        "id": f"dense-{k}",
+        "category": str(rng.choice(CATEGORIES[1:])),
+        "attributes": {"laneDirection": "parallel", "laneStyle": "solid"},
+        "poly2d": [{"vertices": np.c_[x, y].round(2).tolist(), "types": types, "closed": False}],
+    }
+
+
+def regenerate_dense() -> None:
+    """Write dense_gt.json (line-only lanes of >= 128 vertices) and its official masks."""
+    rng = np.random.default_rng(128)
+    frames = [
+        {
+            "name": f"dense-{f:02d}.jpg",
+            "labels": [_dense_lane(rng, 4 * f + k, (720, 1280)) for k in range(4)],
+        }
+        for f in range(4)
+    ]
+    _write(OUT / "dense_gt.json", frames, indent=None)  # long vertex lists: one line
+    target = OUT / "masks" / "dense_gt"
+    shutil.rmtree(target, ignore_errors=True)
+    official_masks(OUT / "dense_gt.json", target, None)
+
+
+def _write(path: Path, data: Any, indent: int | None = 1) -> None:
+    path.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
 
 
 def main() -> None:
@@ -224,8 +277,13 @@ def main() -> None:
     parser.add_argument("--config", type=Path)
     parser.add_argument("--out", type=Path, help="write the flat scores here (JSON)")
     parser.add_argument("--masks", type=Path, help="keep the official masks here")
+    parser.add_argument("--dense", action="store_true", help="regenerate only the dense lanes")
     args = parser.parse_args()
     logging.disable(logging.INFO)
+    if args.dense:
+        regenerate_dense()
+        print(f"wrote {OUT / 'dense_gt.json'}")
+        return
     if args.gt is None:
         regenerate()
         print(f"wrote {OUT}")

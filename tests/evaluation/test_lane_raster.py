@@ -1,13 +1,19 @@
 """matplotlib-Agg stroke emulation: hand-computed clipping, snapping, curves, joins and pixels.
 
-(The pixel-exact comparison with the official to_mask output is in test_lane_json.py.)
+(The pixel-exact comparison with the official to_mask output is in test_lane_json.py; the one
+for polylines matplotlib simplifies, of 128 or more vertices, is here.)
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
+from drivemtl.evaluation import lane_raster
 from drivemtl.evaluation.lane_raster import (
     STROKE_WIDTH,
     bezier_points,
@@ -15,11 +21,14 @@ from drivemtl.evaluation.lane_raster import (
     lit_pixels,
     paint_stroke,
     poly_paths,
+    should_simplify,
+    simplify_commands,
     stroke_outline,
 )
 from drivemtl.evaluation.lane_raster import _polygon_cells as polygon_cells
 
 HALF = STROKE_WIDTH / 2
+DENSE = Path(__file__).parent / "data" / "lane_json"
 
 
 def _draw(vertices: list, types: str, size: tuple[int, int]) -> np.ndarray:
@@ -115,3 +124,68 @@ def test_coverage_rule_of_the_binary_rasteriser() -> None:
     cells = []
     polygon_cells(np.add(square, [7.0, 0.0]), (8.0, 8.0), cells)
     assert lit_pixels(cells, (8, 8))[0].tolist() == []
+
+
+def _simplified(points: list, codes: str) -> list:
+    out = simplify_commands([(c, np.array(p, float)) for c, p in zip(codes, points, strict=True)])
+    return [(c, p.tolist()) for c, p in out]
+
+
+def test_simplifier_hand_cases() -> None:
+    # 0.1 px off the line of the first vector (0, 0) -> (10, 0): under 1/9 px, merged into one line
+    # to the farthest point; the turn to (30, 5) is drawn; the path ends at its last vertex twice
+    merged = _simplified([[0, 0], [10, 0], [20, 0.1], [30, 5]], "MLLL")
+    assert merged == [("M", [0, 0]), ("L", [20, 0.1]), ("L", [30, 5]), ("L", [30, 5])]
+    # 0.12 px off: over the threshold, nothing merged
+    kept = _simplified([[0, 0], [10, 0], [20, 0.12], [30, 5]], "MLLL")
+    assert kept == [
+        ("M", [0, 0]),
+        ("L", [10, 0]),
+        ("L", [20, 0.12]),
+        ("L", [30, 5]),
+        ("L", [30, 5]),
+    ]
+    # a run that ends short of its farthest point draws the farthest, then goes back
+    points = [[0.5, 0.5], [10.5, 0.5], [20.5, 0.5], [15.5, 0.5], [15.5, 10.5]]
+    short = [p for _, p in _simplified(points, "MLLLL")]
+    assert short == [[0.5, 0.5], [20.5, 0.5], [15.5, 0.5], [15.5, 10.5], [15.5, 10.5]]
+    # doubling back on the line (anti-parallel): forward and backward extremes both drawn
+    back = [p for _, p in _simplified([[0.5, 0.5], [10.5, 0.5], [-5.5, 0.5]], "MLL")]
+    assert back == [[0.5, 0.5], [10.5, 0.5], [-5.5, 0.5], [-5.5, 0.5]]
+    # a MOVETO (re-entry after clipping) closes the run and starts a new sub-path
+    moved = _simplified([[0, 0], [10, 0], [20, 0], [50, 50], [60, 50]], "MLLML")
+    assert [c for c, _ in moved] == ["M", "L", "M", "L", "L"]
+    assert [p for _, p in moved] == [[0, 0], [20, 0], [50, 50], [60, 50], [60, 50]]
+
+
+def test_should_simplify_follows_matplotlib() -> None:
+    # Path.should_simplify: >= 128 vertices, codes only MOVETO / LINETO (the first is a MOVETO)
+    assert not should_simplify("L" * 127)
+    assert should_simplify("L" * 128) and should_simplify("C" + "L" * 127)
+    assert not should_simplify("L" * 100 + "CCC" + "L" * 100)
+
+
+def _dense_differences(frames: list) -> list[int]:
+    """Pixels where our strokes of each dense frame differ from the official to_mask mask."""
+    out = []
+    for frame in frames:
+        png = DENSE / "masks" / "dense_gt" / frame["name"].replace(".jpg", ".png")
+        official = cv2.imread(str(png), cv2.IMREAD_UNCHANGED) != 255
+        canvas = np.zeros(official.shape, np.int32)
+        for label in frame["labels"]:
+            for poly in label["poly2d"]:
+                paths = poly_paths(poly["vertices"], poly["types"], official.shape)
+                paint_stroke(canvas, paths, 1)
+        out.append(int(((canvas > 0) != official).sum()))
+    return out
+
+
+def test_dense_polylines_equal_official_to_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 16 lanes of 127-400 vertices (benchmarks/official_lane_json.py --dense), 720 x 1280: the
+    # official masks (matplotlib 3.11 Agg) are matched pixel for pixel ...
+    frames = json.loads((DENSE / "dense_gt.json").read_text(encoding="utf-8"))
+    assert sum(len(p["types"]) >= 128 for f in frames for lab in f["labels"] for p in lab["poly2d"])
+    assert _dense_differences(frames) == [0, 0, 0, 0]
+    # ... and would not be without the simplification (the data exercise it)
+    monkeypatch.setattr(lane_raster, "should_simplify", lambda types: False)
+    assert sum(_dense_differences(frames)) > 20

@@ -18,17 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from drivemtl.evaluation.base import EvaluationInputError
-from drivemtl.evaluation.lane_raster import SIMPLIFY_MIN_VERTICES, paint_stroke, poly_paths
+from drivemtl.evaluation.lane_raster import paint_stroke, poly_paths
 from drivemtl.structures import bdd
 from drivemtl.structures.scalabel import Frame, Label, load_frames
 
 BACKGROUND = 255  # what to_mask fills where no lane is drawn
 DEFAULT_SIZE = (720, 1280)  # (height, width) of the bdd100k lane_mark config
 NOT_A_LANE = "label category is not a lane category (not drawn, as to_mask does)"
-UNSIMPLIFIED = (
-    f"poly2d with >= {SIMPLIFY_MIN_VERTICES} line vertices drawn unsimplified"
-    " (matplotlib simplifies such paths: a few pixels may differ)"
-)
 
 
 def lane_byte_value(label: Label, frame: str) -> int | None:
@@ -57,7 +53,7 @@ def rasterise_lane_frame(
 ) -> np.ndarray:
     """[H, W] uint8 lane bitmask of one frame's poly2d lane labels (255 = background).
 
-    `notes` counts labels left out (non-lane categories) and polylines drawn unsimplified.
+    `notes` counts labels left out (non-lane categories).
     """
     height, width = size
     drawn = np.zeros((height, width), np.int32)  # id read back per pixel, 0 = none
@@ -73,8 +69,6 @@ def rasterise_lane_frame(
         values.append(value)
         code = _drawn_code(len(values))
         for poly in label.poly2d:
-            if notes is not None and _simplified(poly.types):
-                notes[UNSIMPLIFIED] += 1
             try:
                 paths = poly_paths(poly.vertices, poly.types, (height, width))
             except EvaluationInputError as exc:
@@ -86,11 +80,6 @@ def rasterise_lane_frame(
     for index, value in enumerate(values):
         out[drawn == index + 1] = value
     return out
-
-
-def _simplified(types: str) -> bool:
-    """Whether matplotlib would simplify this poly2d before drawing it."""
-    return len(types) >= SIMPLIFY_MIN_VERTICES and "C" not in types
 
 
 def _drawn_code(number: int) -> int:

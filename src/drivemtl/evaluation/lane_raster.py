@@ -6,6 +6,9 @@ dependency, so this module reproduces its pipeline step by step in plain Python 
 1. PathClipper: line segments are cut to the canvas grown by 1 px (Agg's clip_line_segment);
    a 'C' vertex and the two after it form one cubic Bezier segment and are never clipped.
 2. PathSnapper (snap=True, odd stroke width): every vertex moves to the nearest pixel centre.
+2b. PathSimplifier, only for paths of 128 or more vertices without curves (`Path.should_simplify`
+   with rcParams 'path.simplify' on): runs of snapped vertices within 1/9 px of one line are
+   merged into that line's farthest forward (and backward) points.
 3. conv_curve: Bezier segments flattened by Agg's recursive subdivision (curve4_div).
 4. vcgen_stroke: each sub-path becomes one closed outline, width 1 pt at 100 dpi (100 / 72 px),
    butt caps, miter joins with matplotlib's miter limit (the width in pixels) falling back to a
@@ -13,9 +16,6 @@ dependency, so this module reproduces its pipeline step by step in plain Python 
 5. rasterizer_scanline_aa with a double-precision clipper: outline edges clipped to the canvas,
    rounded to 1/256 px, accumulated as cells (cover, area), swept with the non-zero rule; with
    antialiasing off a pixel is painted when its coverage byte is non-zero.
-
-Not reproduced: matplotlib simplifies line-only paths of 128 or more vertices before drawing
-(`path.simplify`); such polylines are drawn unsimplified (`SIMPLIFY_MIN_VERTICES`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from drivemtl.evaluation.base import EvaluationInputError
 STROKE_WIDTH = 100.0 / 72.0  # 1 pt at matplotlib's default 100 dpi, in pixels
 MITER_LIMIT = STROKE_WIDTH  # matplotlib passes the line width in pixels as Agg's miter limit
 SIMPLIFY_MIN_VERTICES = 128  # matplotlib simplifies line-only paths from this many vertices
+SIMPLIFY_THRESHOLD = 0.111111111111  # rcParams['path.simplify_threshold'] (its default), px
 _BEZIER_TOLERANCE_SQ = 0.25  # Agg curve4_div: (0.5 / approximation scale 1.0) ** 2
 _BEZIER_RECURSION_LIMIT = 32
 _COLLINEARITY_EPS = 1e-30
@@ -43,8 +44,9 @@ def poly_paths(
     """Pixel-space polylines ([N, 2] x, y) that Agg strokes for one poly2d drawn open.
 
     matplotlib's pipeline: line segments are clipped to the canvas grown by one pixel (curve
-    vertices pass unclipped), every vertex is snapped to a pixel centre, then each 'C' run is
-    flattened as a cubic Bezier (a 'C' takes the next two vertices, whatever their type).
+    vertices pass unclipped), every vertex is snapped to a pixel centre, a path of 128 or more
+    vertices without curves is simplified, then each 'C' run is flattened as a cubic Bezier (a
+    'C' takes the next two vertices, whatever their type).
     """
     points = np.asarray(vertices, np.float64).reshape(-1, 2)
     if len(points) < 2:
@@ -53,8 +55,18 @@ def poly_paths(
         raise EvaluationInputError(f"poly2d has {len(points)} vertices but types {types!r}")
     height, width = size
     box = (-1.0, -1.0, width + 1.0, height + 1.0)
-    commands = _clipped_commands(points, types, box)
-    return _flatten([(code, _snap(xy)) for code, xy in commands])
+    commands = [(code, _snap(xy)) for code, xy in _clipped_commands(points, types, box)]
+    if should_simplify(types):
+        commands = simplify_commands(commands)
+    return _flatten(commands)
+
+
+def should_simplify(types: str) -> bool:
+    """matplotlib's Path.should_simplify for a poly2d: >= 128 vertices, only MOVETO / LINETO.
+
+    The first vertex is always a MOVETO (whatever its type), so only the later types count.
+    """
+    return len(types) >= SIMPLIFY_MIN_VERTICES and _CURVE not in types[1:]
 
 
 def _clipped_commands(
@@ -139,6 +151,118 @@ def _move_into(
         bound = y0 if y < y0 else y1
         x, y = (bound - a[1]) * (b[0] - a[0]) / (b[1] - a[1]) + a[0], bound
     return np.array([x, y])
+
+
+def simplify_commands(
+    commands: list[tuple[str, np.ndarray]], threshold: float = SIMPLIFY_THRESHOLD
+) -> list[tuple[str, np.ndarray]]:
+    """matplotlib's PathSimplifier on snapped MOVETO / LINETO commands (pixels).
+
+    Each run of vertices whose offset from the run's first vector stays under `threshold` px
+    becomes one line to its farthest forward point (and its farthest backward one, if the run
+    doubles back), then a line back to the run's last vertex when that was not an extreme.
+    """
+    if not commands:
+        return []
+    state = _Simplifier(threshold * threshold)
+    for code, xy in commands:
+        state.feed(code, (float(xy[0]), float(xy[1])))
+    return state.finish()
+
+
+class _Simplifier:
+    """The running state of matplotlib's path simplification (one vector being extended)."""
+
+    def __init__(self, threshold_sq: float) -> None:
+        self.threshold_sq = threshold_sq
+        self.out: list[tuple[str, np.ndarray]] = []
+        self.fresh = True  # nothing consumed yet (taken as a MOVETO, as matplotlib does)
+        self.after_move = False  # the last command was a MOVETO
+        self.need_move = True  # the next line starts a new sub-path
+        self.last = (0.0, 0.0)  # the previous vertex
+        self.start = (0.0, 0.0)  # where the vector being extended starts
+        self.vector, self.norm_sq = (0.0, 0.0), 0.0  # 0: no vector yet
+        self.forward, self.forward_sq, self.forward_last = (0.0, 0.0), 0.0, False
+        self.backward, self.backward_sq, self.backward_last = (0.0, 0.0), 0.0, False
+
+    def emit(self, code: str, point: tuple[float, float]) -> None:
+        """Append one output command."""
+        self.out.append((code, np.array(point)))
+
+    def feed(self, code: str, point: tuple[float, float]) -> None:
+        """Consume one input command."""
+        if code == _MOVE or self.fresh:
+            self._move(point)
+            return
+        self.after_move = False
+        if self.norm_sq == 0.0:
+            if self.need_move:
+                self.emit(_MOVE, self.last)
+                self.need_move = False
+            self._new_vector(self.last, point)
+            return
+        if not self._merge(point):
+            self._flush(point)
+
+    def _move(self, point: tuple[float, float]) -> None:
+        """A MOVETO: close the pending vector (once) and start over at `point`."""
+        if self.norm_sq != 0.0 and not self.after_move:
+            self._flush(point)
+        self.fresh, self.after_move = False, True
+        self.last = point
+        self.norm_sq = 0.0
+        self.backward_sq = 0.0
+        self.need_move = True
+
+    def _new_vector(self, start: tuple[float, float], point: tuple[float, float]) -> None:
+        """Start extending the vector from `start` through `point` (the previous vertex)."""
+        dx, dy = point[0] - self.last[0], point[1] - self.last[1]
+        self.vector, self.norm_sq = (dx, dy), dx * dx + dy * dy
+        self.forward_sq, self.forward_last = self.norm_sq, True
+        self.backward_sq, self.backward_last = 0.0, False
+        self.start = start
+        self.forward = self.last = point
+
+    def _merge(self, point: tuple[float, float]) -> bool:
+        """Fold `point` into the current vector if it lies within the threshold of its line."""
+        (ox, oy), (sx, sy) = self.vector, self.start
+        tx, ty = point[0] - sx, point[1] - sy
+        dot = ox * tx + oy * ty
+        px, py = dot * ox / self.norm_sq, dot * oy / self.norm_sq
+        qx, qy = tx - px, ty - py
+        if qx * qx + qy * qy >= self.threshold_sq:
+            return False
+        along_sq = px * px + py * py
+        self.forward_last = self.backward_last = False
+        if dot > 0.0:
+            if along_sq > self.forward_sq:
+                self.forward, self.forward_sq, self.forward_last = point, along_sq, True
+        elif along_sq > self.backward_sq:
+            self.backward, self.backward_sq, self.backward_last = point, along_sq, True
+        self.last = point
+        return True
+
+    def _flush(self, point: tuple[float, float]) -> None:
+        """Draw the merged vector and start a new one from the previous vertex to `point`."""
+        ends = [self.forward]
+        if self.backward_sq > 0.0:
+            ends = [self.backward, self.forward] if self.forward_last else [*ends, self.backward]
+        for end in ends:
+            self.emit(_LINE, end)
+        if not self.forward_last and not self.backward_last:
+            self.emit(_LINE, self.last)  # the run ended between its extremes: go back there
+        last_out = self.out[-1][1]
+        self._new_vector((float(last_out[0]), float(last_out[1])), point)
+
+    def finish(self) -> list[tuple[str, np.ndarray]]:
+        """The output once the input ends: the pending vector's ends, then the last vertex."""
+        code = _MOVE if self.fresh or self.after_move else _LINE
+        if self.norm_sq != 0.0:
+            self.emit(code, self.forward)
+            if self.backward_sq > 0.0:
+                self.emit(code, self.backward)
+        self.emit(code, self.last)
+        return self.out
 
 
 def _flatten(commands: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
