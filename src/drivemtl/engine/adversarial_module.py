@@ -156,12 +156,12 @@ class AdversarialModule(MultiTaskModule):
             return None
         self.guard.consecutive = 0
         *network, disc = self._optimizer_list()
-        self._update(network, loss)
+        self.backward_and_step(network, loss)
         d_losses = {t: bce_to(self.discriminators[t](m.detach()), 1.0) for t, m in src_maps.items()}
         for t, m in tgt_maps.items():
             d_losses[t] = d_losses.get(t, 0.0) + bce_to(self.discriminators[t](m.detach()), 0.0)
-        self._update([disc], sum(d_losses.values()))
-        self._step_schedules()
+        self.backward_and_step([disc], sum(d_losses.values()))
+        self.step_schedules()
         self._log_step(out, source, adversarial, d_losses)
         return loss.detach()
 
@@ -171,25 +171,6 @@ class AdversarialModule(MultiTaskModule):
         if dist.is_available() and dist.is_initialized() and self.trainer.world_size > 1:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         return float(bad) == 0.0
-
-    def _update(self, optimizers: list[Any], loss: Tensor) -> None:
-        """Backward `loss` and step `optimizers`, each clipped to `grad_clip`."""
-        for optimizer in optimizers:
-            optimizer.zero_grad()
-        self.manual_backward(loss)
-        for optimizer in optimizers:
-            if self.settings.grad_clip is not None:
-                self.clip_gradients(
-                    optimizer,
-                    gradient_clip_val=self.settings.grad_clip,
-                    gradient_clip_algorithm="norm",
-                )
-            optimizer.step()
-
-    def _step_schedules(self) -> None:
-        schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()  # type: ignore[union-attr]
 
     def _log_step(
         self, out: Any, source: Batch, adversarial: dict[str, Tensor], d_losses: dict[str, Any]

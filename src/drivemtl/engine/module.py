@@ -170,10 +170,14 @@ class MultiTaskModule(L.LightningModule):
     def manual_step(self, out: StepOutput, loss: torch.Tensor | None = None) -> None:
         """One update under manual optimisation: backward once (`loss`, default the step's
         total), clip, step every optimiser and its schedule."""
-        optimizers = self._optimizer_list()
+        self.backward_and_step(self._optimizer_list(), out.total if loss is None else loss)
+        self.step_schedules()
+
+    def backward_and_step(self, optimizers: list[Any], loss: torch.Tensor) -> None:
+        """Zero `optimizers`, backward `loss` once, then clip (`grad_clip`) and step each."""
         for optimizer in optimizers:
             optimizer.zero_grad()
-        self.manual_backward(out.total if loss is None else loss)
+        self.manual_backward(loss)
         for optimizer in optimizers:
             if self.settings.grad_clip is not None:
                 self.clip_gradients(
@@ -182,6 +186,9 @@ class MultiTaskModule(L.LightningModule):
                     gradient_clip_algorithm="norm",
                 )
             optimizer.step()
+
+    def step_schedules(self) -> None:
+        """Advance every optimiser's lr schedule by one step."""
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             scheduler.step()  # type: ignore[union-attr]
