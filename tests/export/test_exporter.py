@@ -15,26 +15,13 @@ from drivemtl.export.runtime import ExportedRuntime, OnnxGraphs, runtime_model
 from drivemtl.models.heads.detector import DetectionOutputs
 from drivemtl.models.heads.mask_head import RoIHeadOutputs
 from drivemtl.models.multitask import finish_predictions
-from drivemtl.structures.batch import collate
-from drivemtl.structures.sample import Sample, SampleMeta
+
+from .batches import make_batch
 
 RAW_TOL = 1e-4  # max abs difference of raw outputs (float32)
 BOX_TOL = 1e-3  # pixels, for boxes decoded from those outputs
 # batch 1 and 2 at two padded input sizes; the second image of the pair is smaller than the pad
 SIZES = [[(64, 128)], [(96, 160), (90, 150)]]
-
-
-def make_batch(sizes, seed=0):
-    """A collated batch of random (already normalised) images of the given sizes."""
-    generator = torch.Generator().manual_seed(seed)
-    samples = [
-        Sample(
-            image=torch.randn(3, h, w, generator=generator),
-            meta=SampleMeta(name=f"f{i}.png", image_set="t", orig_size=(h, w), image_size=(h, w)),
-        )
-        for i, (h, w) in enumerate(sizes)
-    ]
-    return collate(samples, 32)
 
 
 @pytest.fixture(scope="module")

@@ -7,27 +7,15 @@ import torch
 
 from drivemtl.export.graphs import build_graphs
 from drivemtl.export.runtime import ExportedRuntime, TorchGraphs
-from drivemtl.structures.batch import collate
-from drivemtl.structures.sample import Sample, SampleMeta
 
-
-def batch_of(sizes, seed):
-    generator = torch.Generator().manual_seed(seed)
-    samples = [
-        Sample(
-            image=torch.randn(3, h, w, generator=generator),
-            meta=SampleMeta(name=f"f{i}.png", image_set="t", orig_size=(h, w), image_size=(h, w)),
-        )
-        for i, (h, w) in enumerate(sizes)
-    ]
-    return collate(samples, 32)
+from .batches import make_batch
 
 
 def test_torch_graphs_with_the_runtime_equal_predict_with_state(tiny_export):
     model = tiny_export[2]
     plan, network, rois = build_graphs(model)
     runtime = ExportedRuntime(model, TorchGraphs(network, rois), plan)
-    batch = batch_of([(64, 96), (60, 90)], seed=2)
+    batch = make_batch([(64, 96), (60, 90)], seed=2)
     ref, _ = model.predict_with_state(batch, None)
     got, state = runtime.predict(batch, None)
     assert state is not None and len(got) == 2

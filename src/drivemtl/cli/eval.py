@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from drivemtl.cli.errors import UsageError
+from drivemtl.cli.options import set_option
 
 if TYPE_CHECKING:
     from drivemtl.evaluation.model_eval import EvalResult
 
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config value: --set data.transforms.test_height=360"),
-]
+SetOption = set_option("data.transforms.test_height=360")
 
 
 def eval_model(

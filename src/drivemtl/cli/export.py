@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config value: --set model.tasks.depth.head.channels=32"),
-]
+from drivemtl.cli.options import set_option
+
+SetOption = set_option("model.tasks.depth.head.channels=32")
 
 
 def export(

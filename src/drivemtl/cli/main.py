@@ -18,6 +18,7 @@ from drivemtl.cli.eval import eval_model
 from drivemtl.cli.eval_files import eval_files
 from drivemtl.cli.export import export
 from drivemtl.cli.model import app as model_app
+from drivemtl.cli.options import set_option
 from drivemtl.cli.predict import predict
 from drivemtl.cli.train import grid_search, pseudo_label, train
 from drivemtl.log import setup_logging
@@ -44,12 +45,7 @@ app.command("demo")(demo)
 app.command("bench")(bench)
 
 console = Console()
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--set", help="Override a config value: --set model.backbone.width=32 (repeatable)."
-    ),
-]
+SetOption = set_option("model.backbone.width=32")
 
 
 @app.callback()

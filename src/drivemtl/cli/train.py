@@ -8,11 +8,9 @@ from typing import Annotated
 import typer
 
 from drivemtl.cli.errors import UsageError
+from drivemtl.cli.options import set_option
 
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config value: --set recipe.stages.0.steps=10"),
-]
+SetOption = set_option("recipe.stages.0.steps=10")
 
 
 def train(
