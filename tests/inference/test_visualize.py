@@ -1,9 +1,22 @@
 import numpy as np
 import torch
 
-from drivemtl.inference.visualize import colorize_depth, draw_overlay, draw_panels
+from drivemtl.inference.visualize import (
+    colorize_depth,
+    display_scale,
+    draw_overlay,
+    draw_panels,
+    legend_entries,
+    with_legend,
+)
 from drivemtl.structures import FramePrediction, Instances, SampleMeta
-from drivemtl.structures.palette import DRIVABLE_PALETTE, SEMANTIC_PALETTE, instance_colour
+from drivemtl.structures.palette import (
+    DRIVABLE_PALETTE,
+    LANE_PALETTE,
+    SEMANTIC_PALETTE,
+    THING_PALETTE,
+    instance_colour,
+)
 
 
 def prediction(h=40, w=60, **fields):
@@ -87,3 +100,67 @@ def test_overlays_leave_out_detections_below_the_display_score() -> None:
     hidden = draw_overlay(image, prediction(detections=inst))  # default display score 0.5
     assert np.array_equal(hidden, image)
     assert not np.array_equal(shown, image) and not np.array_equal(shown[30, 5:30], image[30, 5:30])
+
+
+def test_display_scale_is_a_whole_factor_towards_the_display_width() -> None:
+    assert [display_scale(w) for w in (320, 640, 1280, 1920, 100)] == [3, 2, 1, 1, 10]
+    assert display_scale(320, target=320) == 1
+
+
+def test_upscaled_overlay_keeps_class_maps_pixel_exact_and_draws_boxes_at_scale() -> None:
+    image = np.full((40, 60, 3), 100, dtype=np.uint8)
+    drivable = torch.full((40, 60), 2)
+    drivable[30:, :20] = 0
+    boxes = Instances(
+        boxes=torch.tensor([[10.0, 5.0, 30.0, 20.0]]),
+        classes=torch.tensor([2]),
+        scores=torch.tensor([0.9]),
+    )
+    native = draw_overlay(image, prediction(drivable=drivable))
+    big = draw_overlay(image, prediction(drivable=drivable, detections=boxes), scale=3)
+    assert big.shape == (120, 180, 3)
+    assert np.array_equal(big[3 * 35 + 1, 3 * 5 + 2], native[35, 5])  # blended block, unchanged
+    car = THING_PALETTE[2]
+    assert np.array_equal(big[45, 3 * 30], car)  # the right edge of the box at x = 90
+    assert np.array_equal(big[45, 3 * 30 + 4], [100, 100, 100])  # just outside it: untouched
+
+
+def test_legend_lists_what_the_overlay_shows_with_its_colours() -> None:
+    semantic = torch.full((40, 60), 10)  # sky
+    semantic[20:, :] = 0  # road below: the larger area comes first
+    semantic[0, 0] = 13  # a single car pixel: a speck, not listed
+    lanes = torch.zeros(3, 40, 60, dtype=torch.long)
+    lanes[0, 10, :] = 5  # category 5 = "road curb", one thin row
+    boxes = Instances(
+        boxes=torch.tensor([[1.0, 1.0, 5.0, 5.0], [2.0, 2.0, 9.0, 9.0]]),
+        classes=torch.tensor([2, 0]),
+        scores=torch.tensor([0.9, 0.2]),
+    )
+    entries = legend_entries(prediction(semantic=semantic, lanes=lanes, detections=boxes))
+    names = [n for n, _ in entries]
+    assert names == ["road", "sky", "lane: road curb", "box: car"]
+    assert entries[0][1] == tuple(int(c) for c in SEMANTIC_PALETTE[0])
+    assert entries[2][1] == tuple(int(c) for c in LANE_PALETTE[5])
+    canvas = np.zeros((120, 180, 3), dtype=np.uint8)
+    shown = with_legend(canvas, entries)
+    assert shown.shape[1] == 180 and shown.shape[0] > 120
+    assert np.array_equal(shown[:120], canvas)
+    strip = shown[120:].reshape(-1, 3)
+    for _, colour in entries:
+        assert (strip == np.array(colour, dtype=np.uint8)).all(axis=1).any()
+    assert with_legend(canvas, []) is canvas
+
+
+def test_panels_are_drawn_at_the_display_scale() -> None:
+    image = np.zeros((10, 12, 3), dtype=np.uint8)
+    depth = torch.full((10, 12), 4.0)
+    boxes = Instances(
+        boxes=torch.tensor([[1.0, 1.0, 6.0, 6.0]]), classes=torch.tensor([1]),
+        scores=torch.tensor([0.9]),
+    )  # fmt: skip
+    panels = draw_panels(image, prediction(10, 12, depth=depth, detections=boxes), scale=2)
+    assert {k: v.shape for k, v in panels.items()} == {
+        "depth": (20, 24, 3), "detection": (20, 24, 3),
+    }  # fmt: skip
+    native = draw_panels(image, prediction(10, 12, depth=depth))
+    assert np.array_equal(panels["depth"][::2, ::2], native["depth"])

@@ -53,3 +53,40 @@ def test_cosine_and_empty_cases_are_exact_zero_without_gradient() -> None:
         assert float(value) == 0.0 and not value.requires_grad
     same = cosine_loss(pred, pred.detach() * 3, ~none)
     assert abs(float(same.detach())) < 1e-6
+
+
+def test_cosine_loss_and_its_gradient_against_float64_reference() -> None:
+    torch.manual_seed(1)
+    pred = torch.randn(2, 3, 4, 5, requires_grad=True)
+    target = torch.randn(2, 3, 4, 5)
+    valid = torch.rand(2, 4, 5) > 0.4
+    total, count = 0.0, 0
+    p64, t64 = pred.detach().double(), target.double()
+    for b, y, x in valid.nonzero().tolist():
+        p, t = p64[b, :, y, x], t64[b, :, y, x]
+        total += 1.0 - float(p @ t) / (float(p.norm()) * float(t.norm()))
+        count += 1
+    loss = cosine_loss(pred, target, valid)
+    assert math.isclose(float(loss), total / count, rel_tol=1e-6)
+    loss.backward()
+    ref_pred = pred.detach().double().requires_grad_()
+    cos = torch.nn.functional.cosine_similarity(ref_pred, target.double(), dim=1)
+    (1.0 - cos)[valid].mean().backward()
+    torch.testing.assert_close(pred.grad.double(), ref_pred.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_masked_losses_ignore_nan_and_zero_vectors_outside_valid() -> None:
+    pred = torch.randn(1, 3, 2, 2)
+    pred[0, :, 0, 0] = float("nan")
+    pred[0, :, 1, 1] = 0.0  # a zero vector: finite gradient through the eps clamp
+    pred.requires_grad_()
+    target = torch.randn(1, 3, 2, 2)
+    valid = torch.tensor([[[False, True], [True, True]]])
+    for loss in (
+        cosine_loss(pred, target, valid),
+        berhu(pred[:, 0], target[:, 0], valid),
+        l1(pred[:, 0], target[:, 0], valid),
+    ):
+        assert math.isfinite(float(loss))
+        (grad,) = torch.autograd.grad(loss, pred)
+        assert bool(torch.isfinite(grad).all()) and float(grad[0, :, 0, 0].abs().sum()) == 0.0

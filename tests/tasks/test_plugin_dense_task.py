@@ -29,6 +29,7 @@ from drivemtl.engine.trainer import run_recipe
 from drivemtl.evaluation.base import EVALUATORS, dense_pairs
 from drivemtl.evaluation.model_eval import evaluate_model
 from drivemtl.inference.run import run_predict
+from drivemtl.inference.visualize import display_scale
 from drivemtl.structures.batch import Batch, collate
 from drivemtl.structures.fields import DataField, declare_task
 from drivemtl.structures.predictions import FramePrediction
@@ -199,6 +200,9 @@ def test_the_new_task_trains_evaluates_predicts_and_writes_files(tmp_path):
     assert len(panels) == 8
     panel = cv2.imread(str(panels[0]))[..., ::-1]
     road = cv2.imread(str(out / "masks" / "road_pred" / panels[0].name), cv2.IMREAD_UNCHANGED)
+    scale = display_scale(road.shape[1])  # panels are drawn upscaled, pixel blocks
+    assert panel.shape[:2] == (road.shape[0] * scale, road.shape[1] * scale)
+    panel = panel[::scale, ::scale]
     assert (panel[road == 0] == 0).all() and (panel[road == 1].sum(axis=-1) > 0).all()
 
     card = write_pseudo_labels(config, run.final_weights, ["roads"], ["road"], tmp_path / "pl")

@@ -54,6 +54,15 @@ def predict(
             help="Overlays draw boxes, masks and poses from this score on (files keep all).",
         ),
     ] = 0.5,
+    display_width: Annotated[
+        int,
+        typer.Option(
+            "--display-width",
+            min=0,
+            help="Draw overlays and panels on frames upscaled by a whole factor to about this "
+            "width, so labels stay readable on small frames (0: the frame's own size).",
+        ),
+    ] = 960,
 ) -> None:
     """Overlays of every predicted task per frame, an MP4 for videos, and BDD-format predictions."""
     from drivemtl.cli.errors import UsageError
@@ -81,6 +90,7 @@ def predict(
         overwrite,
         onnx,
         display_score,
+        display_width,
     )
     console = Console()
     console.print(f"{result.frames} frames -> overlays in {out / 'overlays'}")

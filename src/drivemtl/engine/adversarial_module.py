@@ -175,16 +175,7 @@ class AdversarialModule(MultiTaskModule):
     def _log_step(
         self, out: Any, source: Batch, adversarial: dict[str, Tensor], d_losses: dict[str, Any]
     ) -> None:
-        n = len(source)
-        self.log("loss/total", out.total.detach(), prog_bar=True, batch_size=n)
-        for task, value in out.losses.items():
-            if out.present[task]:
-                self.log(f"loss/{task}", value.detach(), prog_bar=False, batch_size=n)
-            self.log(f"weight/{task}", out.weights[task], batch_size=n)
-        for task, value in adversarial.items():
-            self.log(f"adv/{task}", value.detach(), prog_bar=False, batch_size=n)
-        for task, value in d_losses.items():
-            self.log(f"disc/{task}", value.detach(), batch_size=n)
+        self.log_step(out, len(source), adv=adversarial, disc=d_losses)
 
 
 class PairedBatchSampler(Sampler[list[tuple[str, int, int]]]):

@@ -102,7 +102,10 @@ class SeededDataset(Dataset[Any]):
         py_state = random.getstate()
         np_state = np.random.get_state()  # noqa: NPY002 (global state on purpose)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # The CPU generator only: `torch.manual_seed` also seeds every accelerator backend,
+            # which costs a Python stack capture each (lazily, before CUDA starts) and would reset
+            # the GPU's random stream that `fork_rng(devices=[])` does not restore.
+            torch.random.default_generator.manual_seed(seed)
             random.seed(seed)
             np.random.seed(seed)  # noqa: NPY002 (global state on purpose)
             try:

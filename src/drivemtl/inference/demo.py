@@ -31,7 +31,12 @@ from drivemtl.evaluation.runner import build_evaluators
 from drivemtl.inference.predictor import load_model
 from drivemtl.inference.report import DemoReport, TaskScore, plot_loss_curves, write_report
 from drivemtl.inference.sources import read_image
-from drivemtl.inference.visualize import draw_overlay
+from drivemtl.inference.visualize import (
+    display_scale,
+    draw_overlay,
+    legend_entries,
+    with_legend,
+)
 from drivemtl.log import get_logger
 from drivemtl.structures.batch import Batch, collate
 from drivemtl.structures.bdd import DETECTION_CLASSES_10, IGNORE_INDEX
@@ -318,7 +323,9 @@ def _evaluate(config: RunConfig, weights: Path, out: Path, opts: DemoOptions):
             if meta.image_path is not None and done < per_set_quota:
                 image = read_image(Path(meta.image_path))
                 path = out / "overlays" / f"{meta.image_set}-{Path(meta.name).stem}.png"
-                write_png(path, draw_overlay(image, prediction))
+                scale = display_scale(image.shape[1])
+                overlay = draw_overlay(image, prediction, scale=scale)
+                write_png(path, with_legend(overlay, legend_entries(prediction)))
                 overlays.append(path)
                 per_set_overlays[meta.image_set] = done + 1
     predictions_path = writer.close()

@@ -15,7 +15,15 @@ from drivemtl.engine.run_config import RunConfig
 from drivemtl.errors import DriveMTLError
 from drivemtl.inference.predictor import Predictor
 from drivemtl.inference.sources import VideoWriter, open_source
-from drivemtl.inference.visualize import DISPLAY_SCORE, draw_overlay, draw_panels
+from drivemtl.inference.visualize import (
+    DISPLAY_SCORE,
+    DISPLAY_WIDTH,
+    display_scale,
+    draw_overlay,
+    draw_panels,
+    legend_entries,
+    with_legend,
+)
 from drivemtl.outputs import check_output_dir, refuse_overwrite
 
 
@@ -64,6 +72,7 @@ def run_predict(
     overwrite: bool = False,
     onnx: Path | None = None,
     display_score: float = DISPLAY_SCORE,
+    display_width: int = DISPLAY_WIDTH,
 ) -> PredictResult:
     """Predict every frame of `source` and write overlays, panels, video and predictions.
 
@@ -71,7 +80,9 @@ def run_predict(
     `onnx` (onnxruntime; `config`, when given, must be the exported one). `out_dir` is checked
     first (writable; an earlier `predictions.json` there is replaced only with `overwrite`), so
     a bad folder fails before the model runs. Overlays draw detections scoring from
-    `display_score` on; the prediction files keep every one."""
+    `display_score` on (the prediction files keep every one), on frames upscaled by a whole
+    factor to about `display_width` pixels (0: the frame's own size); the overlay pictures have a
+    legend below them, the video's frames do not (its frame size stays fixed)."""
     check_output_dir(out_dir)
     refuse_overwrite(Path(out_dir) / "predictions.json", overwrite)
     frames = open_source(source)
@@ -93,11 +104,13 @@ def run_predict(
                 name = frame.name
                 prediction = predictor(frame.image, name, frame.index, frame.video)
                 writer.add(prediction)
-                overlay = draw_overlay(frame.image, prediction, display_score)
+                scale = display_scale(frame.image.shape[1], display_width) if display_width else 1
+                overlay = draw_overlay(frame.image, prediction, display_score, scale)
+                legend = with_legend(overlay, legend_entries(prediction, display_score))
                 stem = Path(name).stem
-                result.overlays.append(_write_rgb(out_dir / "overlays" / f"{stem}.png", overlay))
+                result.overlays.append(_write_rgb(out_dir / "overlays" / f"{stem}.png", legend))
                 if panels:
-                    for task, picture in draw_panels(frame.image, prediction).items():
+                    for task, picture in draw_panels(frame.image, prediction, scale).items():
                         path = out_dir / "panels" / task / f"{stem}.png"
                         result.panels.append(_write_rgb(path, picture))
                 if video is not None:

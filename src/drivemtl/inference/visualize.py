@@ -8,7 +8,14 @@ import cv2
 import numpy as np
 from torch import Tensor
 
-from drivemtl.structures.bdd import DETECTION_CLASSES_10, POSE_SKELETON, TAG_ATTRIBUTES
+from drivemtl.structures.bdd import (
+    DETECTION_CLASSES_10,
+    DRIVABLE_CLASSES,
+    LANE_CATEGORIES,
+    POSE_SKELETON,
+    SEMANTIC_CLASSES,
+    TAG_ATTRIBUTES,
+)
 from drivemtl.structures.fields import FIELDS
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.palette import (
@@ -57,16 +64,21 @@ def draw_instances(
     score_threshold: float = 0.0,
     keypoint_threshold: float = 0.2,
     with_boxes: bool = True,
+    scale: int = 1,
 ) -> None:
-    """Masks (tinted, outlined), boxes with class and score, and pose skeletons, in place."""
+    """Masks (tinted, outlined), boxes with class and score, and pose skeletons, in place.
+
+    `canvas` is the frame upscaled `scale` times: masks are tinted at their own resolution
+    (each mask pixel a `scale` x `scale` block), boxes, outlines, labels and joints are drawn
+    at the canvas's, so the text stays readable on small frames.
+    """
     boxes = _np(instances.boxes)
     classes = _np(instances.classes).astype(int)
     scores = _np(instances.scores) if instances.scores is not None else np.ones(len(boxes))
     track_ids = _np(instances.track_ids) if instances.track_ids is not None else None
     masks = _np(instances.masks) if instances.masks is not None else None
     keypoints = _np(instances.keypoints) if instances.keypoints is not None else None
-    height, width = canvas.shape[:2]
-    thickness = max(1, round(min(height, width) / 300))
+    thickness = max(1, round(min(canvas.shape[:2]) / 300))
     for i in np.argsort(scores, kind="stable"):
         if scores[i] < score_threshold:
             continue
@@ -74,15 +86,9 @@ def draw_instances(
         cls = int(classes[i])
         colour = tuple(int(c) for c in THING_PALETTE[cls % len(THING_PALETTE)])
         if masks is not None and len(masks):
-            mask = masks[i].astype(bool)
-            tint = np.array(instance_colour(ident), dtype=np.uint8)
-            _blend(canvas, mask, tint, 0.45)
-            contours, _ = cv2.findContours(
-                mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-            )
-            cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in tint), thickness)
+            _draw_mask(canvas, masks[i].astype(bool), instance_colour(ident), scale, thickness)
         if with_boxes:
-            x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
+            x1, y1, x2, y2 = (int(round(v * scale)) for v in boxes[i])
             cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
             name = class_names[cls] if 0 <= cls < len(class_names) else str(cls)
             text = f"{name} {scores[i]:.2f}" if instances.scores is not None else name
@@ -90,11 +96,28 @@ def draw_instances(
                 text = f"#{int(track_ids[i])} {text}"
             _label(canvas, text, (x1, max(y1, 0)), colour)
         if keypoints is not None and len(keypoints):
-            _draw_skeleton(canvas, keypoints[i], keypoint_threshold, thickness)
+            joints = keypoints[i] * np.array([scale, scale, 1.0], dtype=np.float32)
+            _draw_skeleton(canvas, joints, keypoint_threshold, thickness)
+
+
+def _draw_mask(
+    canvas: np.ndarray, mask: np.ndarray, tint: tuple[int, int, int], scale: int, thickness: int
+) -> None:
+    """Tint `mask` (frame resolution) into the `scale`-times canvas and outline it."""
+    _blend(canvas, upscale(mask, scale), np.array(tint, dtype=np.uint8), 0.45)
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    contours = [c * scale + scale // 2 for c in contours]
+    cv2.drawContours(canvas, contours, -1, tint, thickness)
+
+
+def _text_scale(canvas: np.ndarray) -> float:
+    return max(0.35, canvas.shape[0] / 1100)
 
 
 def _label(canvas: np.ndarray, text: str, corner: tuple[int, int], colour: tuple[int, ...]) -> None:
-    scale = max(0.3, canvas.shape[0] / 1200)
+    scale = _text_scale(canvas)
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     x, y = corner
     y_top = max(0, y - th - base - 2)
@@ -128,7 +151,7 @@ def draw_tags(canvas: np.ndarray, tags: Tensor, scores: Tensor | None = None) ->
         name = names[index] if 0 <= index < len(names) else "?"
         suffix = f" ({confidences[k]:.2f})" if confidences is not None else ""
         lines.append(f"{attribute}: {name}{suffix}")
-    scale = max(0.35, canvas.shape[0] / 1000)
+    scale = _text_scale(canvas) * 1.1
     y = 4
     for line in lines:
         (tw, th), base = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
@@ -141,14 +164,31 @@ def draw_tags(canvas: np.ndarray, tags: Tensor, scores: Tensor | None = None) ->
 
 
 DISPLAY_SCORE = 0.5  # overlays draw detections from this score on (files keep them all)
+LEGEND_MIN_AREA = 0.002  # a class map's class is listed in the legend from this area fraction on
+DISPLAY_WIDTH = 960  # narrower frames are drawn upscaled by a whole factor, to about this width
+
+
+def display_scale(width: int, target: int = DISPLAY_WIDTH) -> int:
+    """The whole upscaling factor that brings a frame `width` pixels wide near `target`."""
+    return max(1, round(target / max(1, width)))
+
+
+def upscale(picture: np.ndarray, scale: int) -> np.ndarray:
+    """Each pixel as a `scale` x `scale` block (predictions stay pixel-exact, nothing is smoothed)."""
+    if scale == 1:
+        return picture
+    return np.repeat(np.repeat(picture, scale, axis=0), scale, axis=1)
 
 
 def draw_overlay(
-    image: np.ndarray, prediction: FramePrediction, score_threshold: float = DISPLAY_SCORE
+    image: np.ndarray,
+    prediction: FramePrediction,
+    score_threshold: float = DISPLAY_SCORE,
+    scale: int = 1,
 ) -> np.ndarray:
     """One RGB picture with every predicted task drawn on `image` (H, W, 3 uint8, original
-    size); boxes, masks and poses scoring below `score_threshold` are not drawn (they stay in
-    the prediction files and count for AP)."""
+    size), `scale` times larger; boxes, masks and poses scoring below `score_threshold` are not
+    drawn (they stay in the prediction files and count for AP)."""
     canvas = np.ascontiguousarray(image.copy())
     if prediction.semantic is not None:
         draw_class_map(canvas, _np(prediction.semantic), SEMANTIC_PALETTE, 0.45, skip=())
@@ -156,16 +196,84 @@ def draw_overlay(
         draw_class_map(canvas, _np(prediction.drivable), DRIVABLE_PALETTE, 0.45, skip=(2,))
     if prediction.lanes is not None:
         draw_class_map(canvas, _np(prediction.lanes)[0], LANE_PALETTE, 0.9, skip=(0,))
+    canvas = np.ascontiguousarray(upscale(canvas, scale))
     for instances in (prediction.instances, prediction.detections, prediction.poses):
         if instances is not None and len(instances):
-            draw_instances(canvas, instances, score_threshold=score_threshold)
+            draw_instances(canvas, instances, score_threshold=score_threshold, scale=scale)
             break
     drawn_boxes = prediction.instances is not None or prediction.detections is not None
     if prediction.poses is not None and len(prediction.poses) and drawn_boxes:
-        draw_instances(canvas, prediction.poses, score_threshold=score_threshold, with_boxes=False)
+        draw_instances(
+            canvas, prediction.poses, score_threshold=score_threshold, with_boxes=False,
+            scale=scale,
+        )  # fmt: skip
     if prediction.tags is not None:
         draw_tags(canvas, prediction.tags, prediction.tag_scores)
     return canvas
+
+
+def legend_entries(
+    prediction: FramePrediction, score_threshold: float = DISPLAY_SCORE
+) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, colour) of what the overlay shows: semantic classes by area, drivable and lane
+    classes present (from `LEGEND_MIN_AREA` of the frame on; lanes, thin, from one pixel), the classes of the boxes drawn (at or above `score_threshold`)."""
+    entries: list[tuple[str, tuple[int, int, int]]] = []
+
+    def present(
+        labels: np.ndarray, names: Sequence[str], palette: np.ndarray, skip: int | None,
+        min_area: float = LEGEND_MIN_AREA,
+    ) -> None:  # fmt: skip
+        ids, counts = np.unique(labels, return_counts=True)
+        keep = counts >= min_area * labels.size  # specks are not worth a legend entry
+        ids, counts = ids[keep], counts[keep]
+        for i in ids[np.argsort(-counts, kind="stable")]:
+            if i != skip and 0 <= i < min(len(names), len(palette)):
+                entries.append((names[i], tuple(int(c) for c in palette[i])))
+
+    if prediction.semantic is not None:
+        present(_np(prediction.semantic).astype(int), SEMANTIC_CLASSES, SEMANTIC_PALETTE, None)
+    if prediction.drivable is not None:
+        names = [f"drivable: {n}" for n in DRIVABLE_CLASSES]
+        present(_np(prediction.drivable).astype(int), names, DRIVABLE_PALETTE, 2)
+    if prediction.lanes is not None:
+        names = [f"lane: {n}" for n in LANE_CATEGORIES]
+        present(_np(prediction.lanes)[0].astype(int) - 1, names, LANE_PALETTE[1:], -1, 0.0)
+    boxes = prediction.instances if prediction.instances is not None else prediction.detections
+    if boxes is not None and len(boxes):
+        scores = _np(boxes.scores) if boxes.scores is not None else np.ones(len(boxes))
+        for cls in sorted({int(c) for c in _np(boxes.classes)[scores >= score_threshold]}):
+            name = DETECTION_CLASSES_10[cls] if 0 <= cls < len(DETECTION_CLASSES_10) else str(cls)
+            entries.append((f"box: {name}", tuple(int(c) for c in THING_PALETTE[cls % 10])))
+    return entries
+
+
+def with_legend(
+    canvas: np.ndarray, entries: Sequence[tuple[str, tuple[int, int, int]]]
+) -> np.ndarray:
+    """`canvas` with a strip below it: a colour swatch and a name per entry, in rows."""
+    if not entries:
+        return canvas
+    width = canvas.shape[1]
+    scale = _text_scale(canvas)
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    row_h, pad, swatch = th + base + 8, 6, th + base
+    placed, x, y = [], pad, pad
+    for name, colour in entries:
+        tw = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+        item_w = swatch + 4 + tw + 2 * pad
+        if x > pad and x + item_w > width:
+            x, y = pad, y + row_h
+        placed.append((x, y, name, colour))
+        x += item_w
+    strip = np.full((y + row_h + pad, width, 3), 24, dtype=np.uint8)
+    for x, y, name, colour in placed:
+        cv2.rectangle(strip, (x, y), (x + swatch, y + swatch), colour, -1)
+        cv2.rectangle(strip, (x, y), (x + swatch, y + swatch), (200, 200, 200), 1)
+        cv2.putText(
+            strip, name, (x + swatch + 4, y + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+            (235, 235, 235), 1, cv2.LINE_AA,
+        )  # fmt: skip
+    return np.ascontiguousarray(np.vstack([canvas, strip]))
 
 
 def colorize_depth(depth: np.ndarray, max_depth: float | None = None) -> np.ndarray:
@@ -182,8 +290,11 @@ def colorize_depth(depth: np.ndarray, max_depth: float | None = None) -> np.ndar
     return np.ascontiguousarray(coloured)
 
 
-def draw_panels(image: np.ndarray, prediction: FramePrediction) -> dict[str, np.ndarray]:
-    """One RGB picture per predicted task, keyed by task name (for `predict --panels`)."""
+def draw_panels(
+    image: np.ndarray, prediction: FramePrediction, scale: int = 1
+) -> dict[str, np.ndarray]:
+    """One RGB picture per predicted task, keyed by task name (for `predict --panels`), each
+    `scale` times the frame's size."""
     panels: dict[str, np.ndarray] = {}
     if prediction.semantic is not None:
         panels["semantic"] = SEMANTIC_PALETTE[np.clip(_np(prediction.semantic), 0, 18)]
@@ -195,15 +306,6 @@ def draw_panels(image: np.ndarray, prediction: FramePrediction) -> dict[str, np.
         canvas = (image * 0.4).astype(np.uint8)
         draw_class_map(canvas, _np(prediction.lanes)[0], LANE_PALETTE, 1.0, skip=(0,))
         panels["lanes"] = canvas
-    for name, instances in (
-        ("detection", prediction.detections),
-        ("instance", prediction.instances),
-        ("pose", prediction.poses),
-    ):
-        if instances is not None:
-            canvas = image.copy()
-            draw_instances(canvas, instances, with_boxes=name != "pose" or instances.masks is None)
-            panels[name] = canvas
     if prediction.depth is not None:
         panels["depth"] = colorize_depth(_np(prediction.depth))
     if prediction.normals is not None:
@@ -212,15 +314,26 @@ def draw_panels(image: np.ndarray, prediction: FramePrediction) -> dict[str, np.
     if prediction.edges is not None:
         edges = np.clip(_np(prediction.edges) * 255.0, 0, 255).astype(np.uint8)
         panels["edges"] = np.repeat(edges[..., None], 3, axis=2)
-    if prediction.tags is not None:
-        canvas = image.copy()
-        draw_tags(canvas, prediction.tags, prediction.tag_scores)
-        panels["tagging"] = canvas
     for name, value in prediction.extras.items():
         spec = FIELDS.get(name) if name in FIELDS else None
         if spec is not None and spec.is_dense and spec.visual is not None:
             panels[name] = field_panel(_np(value), spec.visual)
-    return {name: np.ascontiguousarray(panel) for name, panel in panels.items()}
+    panels = {name: np.ascontiguousarray(upscale(p, scale)) for name, p in panels.items()}
+    for name, instances in (
+        ("detection", prediction.detections),
+        ("instance", prediction.instances),
+        ("pose", prediction.poses),
+    ):
+        if instances is not None:
+            canvas = np.ascontiguousarray(upscale(image, scale))
+            with_boxes = name != "pose" or instances.masks is None
+            draw_instances(canvas, instances, with_boxes=with_boxes, scale=scale)
+            panels[name] = canvas
+    if prediction.tags is not None:
+        canvas = np.ascontiguousarray(upscale(image, scale))
+        draw_tags(canvas, prediction.tags, prediction.tag_scores)
+        panels["tagging"] = canvas
+    return panels
 
 
 def field_panel(value: np.ndarray, visual: str) -> np.ndarray:

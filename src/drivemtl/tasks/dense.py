@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
-from drivemtl.tasks.base import Task, empty_predictions
+from drivemtl.tasks.base import Task, empty_predictions, require_target
 from drivemtl.tasks.coords import dense_to_original
 from drivemtl.tasks.families.dense import DenseOptions
 
 __all__ = ["DenseOptions", "DenseTask"]
+
+
+def rows(t: Tensor, mask: Tensor) -> Tensor:
+    """`t[mask]` along the batch dimension, or `t` itself when every row is selected.
+
+    A boolean index of a full-resolution map costs a copy forward and a zero-filled scatter
+    backward; most batches come from one image set and label a task in every sample.
+    """
+    return t if bool(mask.all()) else t[mask]
 
 
 class DenseTask(Task):
@@ -33,7 +43,13 @@ class DenseTask(Task):
     def select(self, outputs: dict[str, Tensor], batch: Batch) -> tuple[dict[str, Tensor], Tensor]:
         """The outputs restricted to labelled samples, and the [B] labelled mask."""
         mask = self.labeled(batch).to(next(iter(outputs.values())).device)
-        return {k: v[mask] for k, v in outputs.items()}, mask
+        return {k: rows(v, mask) for k, v in outputs.items()}, mask
+
+    def target(self, batch: Batch, field: str, mask: Tensor, device: torch.device) -> Tensor:
+        """The batch's `field` target of the labelled samples (`mask` as from `select`)."""
+        return rows(require_target(batch, field, self.name), mask.to(batch.images.device)).to(
+            device
+        )
 
     def to_original(
         self, maps: Tensor, batch: Batch, mode: Literal["bilinear", "nearest"] = "bilinear"

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
-from drivemtl.tasks.base import TASKS, require_target, zero_loss
+from drivemtl.tasks.base import TASKS, zero_loss
 from drivemtl.tasks.dense import DenseTask
 from drivemtl.tasks.losses import berhu, l1
 
@@ -51,8 +51,7 @@ class DepthTask(DenseTask):
         selected, mask = self.select(outputs, batch)
         if not bool(mask.any()):
             return zero_loss(batch.images.device)
-        depth = require_target(batch, "depth", self.name)[mask.to(batch.images.device)]
-        depth = depth.to(selected["inverse"].device).float()
+        depth = self.target(batch, "depth", mask, selected["inverse"].device).float()
         valid = depth > 0
         target = self.options.max_depth / depth.clamp(min=1e-6)
         pred = self.inverse_depth(selected)

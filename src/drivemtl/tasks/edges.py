@@ -7,7 +7,7 @@ from torch import Tensor
 
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
-from drivemtl.tasks.base import TASKS, require_target, zero_loss
+from drivemtl.tasks.base import TASKS, zero_loss
 from drivemtl.tasks.dense import DenseTask
 from drivemtl.tasks.losses import balanced_bce
 
@@ -29,8 +29,8 @@ class EdgesTask(DenseTask):
         selected, mask = self.select(outputs, batch)
         if not bool(mask.any()):
             return zero_loss(batch.images.device)
-        target = require_target(batch, "edges", self.name)[mask.to(batch.images.device)]
-        return balanced_bce(selected["logits"][:, 0], target.to(selected["logits"].device))
+        target = self.target(batch, "edges", mask, selected["logits"].device)
+        return balanced_bce(selected["logits"][:, 0], target)
 
     def domain_map(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
         """Binary self-information -p log p - (1 - p) log(1 - p) of the edge probability."""

@@ -13,7 +13,7 @@ from torch import Tensor
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.bdd import LANE_CATEGORIES, LANE_DIRECTIONS, LANE_STYLES
 from drivemtl.structures.predictions import FramePrediction
-from drivemtl.tasks.base import TASKS, require_target, zero_loss
+from drivemtl.tasks.base import TASKS, zero_loss
 from drivemtl.tasks.dense import DenseTask
 from drivemtl.tasks.losses import cross_entropy
 
@@ -51,7 +51,7 @@ class LanesTask(DenseTask):
         selected, mask = self.select(outputs, batch)
         if not bool(mask.any()):
             return zero_loss(batch.images.device)
-        target = require_target(batch, "lanes", self.name)[mask.to(batch.images.device)]
+        target = self.target(batch, "lanes", mask, batch.images.device)
         total = zero_loss(batch.images.device)
         for channel, (group, classes) in enumerate(LANE_GROUPS.items()):
             logits = selected[group]

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
-from drivemtl.tasks.base import TASKS, require_target, zero_loss
+from drivemtl.tasks.base import TASKS, zero_loss
 from drivemtl.tasks.dense import DenseTask
 from drivemtl.tasks.losses import cosine_loss
 
@@ -29,8 +29,7 @@ class NormalsTask(DenseTask):
         selected, mask = self.select(outputs, batch)
         if not bool(mask.any()):
             return zero_loss(batch.images.device)
-        target = require_target(batch, "normals", self.name)[mask.to(batch.images.device)]
-        target = target.to(selected["normals"].device)
+        target = self.target(batch, "normals", mask, selected["normals"].device)
         valid = target.abs().sum(dim=1) > 0
         return cosine_loss(selected["normals"], target, valid)
 

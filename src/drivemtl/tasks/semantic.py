@@ -9,7 +9,7 @@ from drivemtl.models.config import TaskConfig
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.bdd import SEMANTIC_CLASSES
 from drivemtl.structures.predictions import FramePrediction
-from drivemtl.tasks.base import TASKS, require_target, zero_loss
+from drivemtl.tasks.base import TASKS, zero_loss
 from drivemtl.tasks.dense import DenseTask
 from drivemtl.tasks.losses import cross_entropy
 
@@ -53,8 +53,8 @@ class SemanticTask(DenseTask):
         selected, mask = self.select(outputs, batch)
         if not bool(mask.any()):
             return zero_loss(batch.images.device)
-        target = require_target(batch, self.target_field, self.name)[mask.to(batch.images.device)]
-        return cross_entropy(selected["logits"], target.to(selected["logits"].device))
+        target = self.target(batch, self.target_field, mask, selected["logits"].device)
+        return cross_entropy(selected["logits"], target)
 
     def domain_map(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
         """AdvEnt's weighted self-information -p log p of the softmax, [B, classes, h, w]."""
