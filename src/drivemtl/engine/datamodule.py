@@ -8,13 +8,15 @@ processes build their own; each rank draws its slice of every global batch (see
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from drivemtl.data import SAMPLERS, DataConfig, MultiSetDataset, build_dataset
 from drivemtl.engine.stream import SeededDataset, StreamBatchSampler
-from drivemtl.structures.batch import collate
+from drivemtl.structures.batch import Batch, collate
 
 
 class StageDataModule(L.LightningDataModule):
@@ -55,6 +57,17 @@ class StageDataModule(L.LightningDataModule):
         """Build the training dataset (in every process)."""
         if self.dataset is None:
             self.dataset = build_dataset(self.data, "train")
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        """`Batch.to` directly (a dict of them for paired streams): Lightning's generic walk
+        over the container costs ~10 ms a step."""
+        if isinstance(batch, Batch):
+            return batch.to(device)
+        if isinstance(batch, dict) and all(isinstance(b, Batch) for b in batch.values()):
+            return {k: b.to(device) for k, b in batch.items()}
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def train_dataloader(self) -> DataLoader:
         """DataLoader over this rank's seeded stream of (index, seed) batches."""
