@@ -68,3 +68,10 @@ def test_seeded_dataset_is_reproducible_and_leaves_global_rng_alone() -> None:
     assert torch.equal(torch.get_rng_state(), before)
     assert data[(2, 123)] == a  # same seed, same draw
     assert data[(1, 124)] != a
+
+
+def test_seeded_dataset_draws_the_stream_of_torch_manual_seed() -> None:
+    """Only the CPU generator is seeded, with the very stream `torch.manual_seed` would give."""
+    torch.manual_seed(7)
+    expected = torch.rand(()).item()
+    assert SeededDataset(RandomItems())[(0, 7)][0] == expected
