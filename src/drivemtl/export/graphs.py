@@ -76,6 +76,12 @@ def plan_export(model: MultiTaskNet) -> ExportPlan:
             plan.detector = stage.task
         elif isinstance(head, ROI_HEADS):
             plan.roi_heads.append(stage.task)
+        elif OBJECTS in declared(head, "provides", ()):
+            raise ExportError(
+                f"{_head_label(model, stage.task)} cannot be exported: it provides the object "
+                "stream, which the runtime rebuilds only for the two-stage detector (its RPN and "
+                "box head split into graphs); this head pools RoIs between its own stages"
+            )
         elif OBJECTS in declared(head, "needs", ()):
             raise ExportError(
                 f"{_head_label(model, stage.task)} cannot be exported: it reads the object stream "

@@ -19,7 +19,9 @@ from drivemtl.tasks.families import (  # noqa: F401  (importing registers every 
     aspp_skip,
     classification,
     dense,
+    maskformer,
     roi,
+    sparse_rcnn,
     two_stage,
 )
 from drivemtl.tasks.families.base import HEAD_FAMILIES, HeadFamily

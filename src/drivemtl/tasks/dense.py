@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -31,6 +31,10 @@ class DenseTask(Task):
 
     kind = "dense"
     default_head = "semantic_fpn"
+    # The data field holding the task's per-pixel class map (255 = ignore), when it predicts one
+    # with a single branch; set-prediction families (MaskFormer) train on it through the
+    # class-map hooks below, which a task with another target layout overrides (lanes).
+    target_field: ClassVar[str | None] = None
 
     def branches(self) -> dict[str, int]:
         """Output branch name -> channels of the decoder."""
@@ -59,6 +63,34 @@ class DenseTask(Task):
             dense_to_original(maps[i], meta, batch.image_sizes[i], mode=mode)
             for i, meta in enumerate(batch.metas)
         ]
+
+    def supports_class_maps(self) -> bool:
+        """Whether the class-map hooks work: a `target_field` class map and a single branch."""
+        return self.target_field is not None and len(self.branches()) == 1
+
+    def num_map_classes(self) -> int:
+        """Number of classes of the per-pixel class map (`class_map_target`), 255 excluded."""
+        self._require_class_maps()
+        return next(iter(self.branches().values()))
+
+    def class_map_target(self, batch: Batch, mask: Tensor, device: torch.device) -> Tensor:
+        """[n, H, W] int64 class map of the `mask`-selected samples (255 = ignore)."""
+        self._require_class_maps()
+        assert self.target_field is not None
+        return self.target(batch, self.target_field, mask, device)
+
+    def branch_outputs_from_class_scores(self, scores: Tensor) -> dict[str, Tensor]:
+        """Branch maps, as the per-pixel decoder returns them, from class probabilities
+        [B, K, H, W] (summing to 1 over K): their log, so that a softmax gives them back."""
+        self._require_class_maps()
+        name = next(iter(self.branches()))
+        return {name: scores.clamp_min(torch.finfo(scores.dtype).tiny).log()}
+
+    def _require_class_maps(self) -> None:
+        if not self.supports_class_maps():
+            raise NotImplementedError(
+                f"task {self.name!r} has no single per-pixel class map (target_field / branches)"
+            )
 
     def new_predictions(self, batch: Batch) -> list[FramePrediction]:
         """Empty per-sample predictions to fill in."""

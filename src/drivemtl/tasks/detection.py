@@ -1,5 +1,8 @@
 """Object detection: 2D boxes of the 8 BDD thing classes (or 10), by default the two-stage head.
 
+The `sparse_rcnn` head family (set prediction, no NMS) serves it too; both fill the decoded
+`boxes`, `scores`, `classes` that `predictions` reads.
+
 The detection head provides the object stream; when only instance segmentation or pose is
 enabled, the network builds this task as a support task for them (see `STREAM_PROVIDERS`).
 """
@@ -14,6 +17,7 @@ from torch import Tensor
 
 from drivemtl.models.features import OBJECTS
 from drivemtl.models.heads.detector import DetectionOutputs
+from drivemtl.models.heads.sparse_rcnn import SparseRCNNOutputs
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.bdd import DETECTION_CLASSES_10, THING_CLASSES
 from drivemtl.structures.instances import Instances
@@ -64,7 +68,9 @@ class DetectionTask(Task):
             mask = mask | batch.is_labeled(task).to(mask.device)
         return mask
 
-    def predictions(self, outputs: DetectionOutputs, batch: Batch) -> list[FramePrediction]:
+    def predictions(
+        self, outputs: DetectionOutputs | SparseRCNNOutputs, batch: Batch
+    ) -> list[FramePrediction]:
         """Boxes, classes and scores per sample in original-image pixels."""
         if outputs.boxes is None or outputs.scores is None or outputs.classes is None:
             raise ValueError("detection postprocess needs outputs of an inference forward pass")
