@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from drivemtl.models.features import PIXEL, Features, FeatureSpec, group_stream
 
 
-def _groups(channels: int) -> int:
+def gn_groups(channels: int) -> int:
+    """GroupNorm groups for `channels`: the largest of 32, 16, 8, 4, 2 that divides it, else 1."""
     for groups in (32, 16, 8, 4, 2):
         if channels % groups == 0:
             return groups
@@ -25,7 +26,7 @@ def conv_gn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     """3x3 convolution + GroupNorm + ReLU (the building block of every decoder here)."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.GroupNorm(_groups(out_channels), out_channels),
+        nn.GroupNorm(gn_groups(out_channels), out_channels),
         nn.ReLU(inplace=True),
     )
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drivemtl.models.features import Features, FeatureSpec
+from drivemtl.models.heads.dense_decoder import gn_groups
 
 
 @dataclass
@@ -40,17 +41,10 @@ class MaskFormerOutputs:
         return [*self.aux, (self.pred_logits, self.pred_masks)]
 
 
-def _groups(channels: int) -> int:
-    for groups in (32, 16, 8, 4, 2):
-        if channels % groups == 0:
-            return groups
-    return 1
-
-
 def _conv_gn(in_channels: int, out_channels: int, kernel: int, relu: bool) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
-        nn.GroupNorm(_groups(out_channels), out_channels),
+        nn.GroupNorm(gn_groups(out_channels), out_channels),
     ]
     if relu:
         layers.append(nn.ReLU(inplace=True))
