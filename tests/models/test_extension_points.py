@@ -53,8 +53,12 @@ class GainAdapter(FeatureStage):
         features.pixel[index] = features.pixel[index] * self.gain
 
 
+SEEN_CONTEXTS: list[StageContext] = []
+
+
 @ADAPTERS.register("test_gain", options=GainOptions)
 def gain_adapter(options: GainOptions, context: StageContext) -> GainAdapter:
+    SEEN_CONTEXTS.append(context)
     return GainAdapter(options)
 
 
@@ -228,6 +232,17 @@ def test_adapter_on_p5_scales_what_every_head_reads() -> None:
     assert torch.allclose(p5_in[0], 3.0 * plain.pixel[plain.level_index("p5")])
     assert torch.equal(out.features.pixel[0], plain.pixel[0])  # other levels untouched
     assert model.stage_prefixes()["adapter"] == ["adapters.0."]
+
+
+def test_adapters_are_built_knowing_each_tasks_class_names() -> None:
+    SEEN_CONTEXTS.clear()
+    cfg = config_with(("semantic", "drivable"), adapters=[{"type": "test_gain"}])
+    build_model(cfg)
+    (context,) = SEEN_CONTEXTS
+    assert context.name == "adapters.0"
+    assert context.task_classes["drivable"] == ("direct", "alternative", "background")
+    assert context.task_classes["semantic"][:2] == ("road", "sidewalk")
+    assert len(context.task_classes["semantic"]) == 19
 
 
 def test_adapter_level_is_validated_with_its_key() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
 import torch
@@ -508,8 +508,7 @@ def head_order(plugins: Mapping[str, Any]) -> dict[str, Any]:
 def _build_list(registry: Any, items: Sequence[Any], where: str, context: StageContext):
     modules = []
     for index, options in enumerate(items):
-        named = StageContext(context.spec, context.task_groups, context.task_channels,
-                             f"{where}.{index}")  # fmt: skip
+        named = replace(context, name=f"{where}.{index}")
         modules.append(registry.get(options.type)(options, named))
     return modules
 
@@ -553,7 +552,8 @@ def build_model(cfg: ModelConfig) -> MultiTaskNet:
         strides=tuple(int(s) for s in neck.strides),
     )
     groups_of = {name: t.group for name, t in tasks.items()}
-    context = StageContext(spec, groups_of)
+    classes_of = {name: tuple(getattr(t, "classes", ()) or ()) for name, t in tasks.items()}
+    context = StageContext(spec, groups_of, task_classes=classes_of)
     adapters = _build_list(ADAPTERS, cfg.adapters, "adapters", context)
     groups = {
         g: GROUP_ENCODERS.get(o.type)(o, StageContext(spec, groups_of, name=g))

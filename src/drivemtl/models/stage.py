@@ -25,13 +25,16 @@ class StageContext:
 
     spec: channels / strides of the streams; task_groups: each enabled task's group;
     task_channels: channels of each task's decoder features (known once the heads exist, for
-    exchange modules); name: the stage's own name (e.g. the group a group encoder serves).
+    exchange modules); name: the stage's own name (e.g. the group a group encoder serves);
+    task_classes: each enabled task's class names, for stages that embed them (language
+    adapters; empty for a task without classes).
     """
 
     spec: FeatureSpec
     task_groups: dict[str, str]
     task_channels: dict[str, int] = field(default_factory=dict)
     name: str = ""
+    task_classes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def tasks_of(self, group: str) -> list[str]:
         """Enabled tasks of a task group, in config order."""
