@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from drivemtl.models.weights import (
+    WeightsError,
     fit_problems,
     load_metadata,
     load_weights,
@@ -108,3 +109,18 @@ def test_saved_weights_follow_the_users_umask(tmp_path: Path, umask: int, mode: 
         os.umask(old)
     assert stat.S_IMODE(weights.stat().st_mode) == mode
     assert stat.S_IMODE(sidecar.stat().st_mode) == mode
+
+
+def test_torchscript_archives_are_read_only_when_asked(tmp_path: Path) -> None:
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.LayerNorm(2))
+    path = tmp_path / "jit.pt"
+    torch.jit.save(torch.jit.script(module), str(path))
+    state = read_state_dict(path, torchscript=True)
+    assert set(state) == set(module.state_dict())
+    for key, value in module.state_dict().items():
+        assert torch.equal(state[key], value)
+    with pytest.raises(WeightsError, match=r"jit\.pt"):
+        read_state_dict(path)  # a plain torch.load(weights_only=True) refuses the archive
+    plain = tmp_path / "plain.pt"
+    torch.save(module.state_dict(), plain)
+    assert set(read_state_dict(plain, torchscript=True)) == set(state)  # plain files still load

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +65,31 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a tensor dict from ``.safetensors`` or a torch file (``weights_only=True``)."""
+def is_torchscript_archive(path: Path) -> bool:
+    """Whether `path` is a TorchScript zip archive (``torch.jit.save``: code + constants)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _torchscript_state_dict(path: Path) -> dict[str, Tensor]:
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as error:
+        raise WeightsError(
+            f"{path}: a TorchScript archive that does not load: {_first_line(error)}"
+        ) from None
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def read_state_dict(path: str | Path, torchscript: bool = False) -> dict[str, Tensor]:
+    """Read a tensor dict from ``.safetensors`` or a torch file (``weights_only=True``).
+
+    With `torchscript`, a TorchScript archive (e.g. OpenAI's released CLIP ``.pt`` files) is read
+    too, through ``torch.jit.load`` (its code is loaded, never run), for its state dict.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -80,6 +104,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise WeightsError(
             f"{path}: unknown weights format {path.suffix!r}; expected .safetensors or {TORCH_SUFFIXES}"
         )
+    if torchscript and is_torchscript_archive(path):
+        return _torchscript_state_dict(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
