@@ -150,3 +150,37 @@ def test_cli_prints_the_memory_column(tmp_path: Path) -> None:
     assert bad.exit_code != 0 and "--memory-size" in str(bad.exception)
     plain = CliRunner().invoke(app, [*args, "--memory-size", "none"])
     assert plain.exit_code == 0 and "peak MiB" not in plain.output
+
+
+class _QueryAdapter(torch.nn.Module):
+    """Learned queries expanded over the batch (a view of a parameter) through a linear layer."""
+
+    modifies = ("pixel",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries = torch.nn.Parameter(torch.randn(5, 4))
+        self.proj = torch.nn.Linear(4, 3)
+
+    def forward(self, features) -> None:
+        q = self.queries[None].expand(features.pixel[-1].shape[0], -1, -1)
+        index = len(features.pixel) - 1
+        features.pixel[index] = features.pixel[index] + 0.0 * self.proj(q).sum()
+
+
+def test_views_of_parameters_are_counted_and_grad_flags_restored() -> None:
+    from drivemtl.models.adapters import ADAPTERS, AdapterOptions
+
+    if "test_query_view" not in ADAPTERS:
+        ADAPTERS.register("test_query_view", options=AdapterOptions)(lambda o, c: _QueryAdapter())
+    cfg = tiny_config(("semantic",)).model_dump()  # a head that reads the adapted pixels
+    cfg["adapters"] = [{"type": "test_query_view"}]
+    from drivemtl.models.config import ModelConfig
+
+    model = build_model(ModelConfig.model_validate(cfg))
+    model.backbone.requires_grad_(False)  # a frozen part stays frozen after the count
+    summary = summarize(model, (64, 96), on_meta=False)
+    adapter = next(c for c in summary.shared if c.name == "adapters.0")
+    assert adapter.macs == 5 * 4 * 3  # one image: 5 queries x (4 -> 3)
+    assert all(p.requires_grad for p in model.adapters.parameters())
+    assert not any(p.requires_grad for p in model.backbone.parameters())

@@ -17,11 +17,13 @@ of simultaneously live activation bytes of an inference pass, overall and while 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from drivemtl.models.memory import (
@@ -218,6 +220,21 @@ def single_task_components(model: MultiTaskNet) -> dict[str, tuple[str, ...]]:
     return out
 
 
+@contextmanager
+def _no_parameter_grads(model: nn.Module) -> Iterator[None]:
+    """Parameters not requiring grad for the count: FlopCounterMode's module tracker fails on a
+    view of a parameter that requires grad taken under no_grad (e.g. learned queries expanded
+    over the batch), so the pass runs as on a frozen model; the flags are restored after."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def summarize(
     model: MultiTaskNet, input_size: tuple[int, int] = (720, 1280), on_meta: bool = True
 ) -> ModelSummary:
@@ -231,7 +248,7 @@ def summarize(
 
     def around(run: Callable[[], Any], images: torch.Tensor) -> None:
         counter.flop_counts.clear()
-        with torch.no_grad(), counter:
+        with torch.no_grad(), _no_parameter_grads(model), counter:
             run()
 
     method, _ = run_forward(model, input_size, around, on_meta)
