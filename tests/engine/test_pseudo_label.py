@@ -164,3 +164,51 @@ def test_a_frame_skipped_for_bad_input_gets_no_label_and_no_neighbour_twice(
     assert names == [f"seg{i:03d}" for i in range(8) if i != 3]
     frames = yaml.safe_load((tmp_path / "pl" / "seg" / "labels.json").read_text())
     assert [f["name"] for f in frames] == [f"img/seg{i:03d}.jpg" for i in range(8) if i != 3]
+
+
+def test_set_prediction_heads_pseudo_label_through_the_same_thresholds(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    """A MaskFormer semantic head and a Sparse R-CNN detector as the teacher: pixels and boxes
+    pass the thresholds only where the heads are confident."""
+    from drivemtl.engine.pseudo_label import write_pseudo_labels
+    from drivemtl.models import build_model
+
+    model_cfg = {
+        "backbone": {"type": "resnet18", "width": 8, "norm": "bn"},
+        "neck": {"type": "fpn", "out_channels": 16, "norm": "gn"},
+        "tasks": {
+            "semantic": {"head": {"type": "maskformer", "num_queries": 4, "hidden_dim": 16,
+                                  "nheads": 2, "dim_feedforward": 32, "dec_layers": 1,
+                                  "mask_dim": 8, "conv_dim": 8}},
+            "detection": {"head": {"type": "sparse_rcnn", "num_proposals": 6, "hidden_dim": 16,
+                                   "num_stages": 1, "num_heads": 2, "ffn_dim": 32,
+                                   "detections_per_image": 6}},
+        },
+    }  # fmt: skip
+    config = make_config(tiny_data, [{"name": "teacher", "steps": 1}], model=model_cfg)
+    torch.manual_seed(0)
+    teacher = build_model(config.model).eval()
+    # Untrained: MaskFormer's normalised scores are near 1/19 and Sparse R-CNN's near its 0.01
+    # prior, so nothing passes 0.3 / 0.5.
+    out = tmp_path / "cold"
+    write_pseudo_labels(config, teacher, ["seg"], ["semantic", "detection"], out)
+    assert all((m == 255).all() for m in _pngs(out / "seg" / "masks" / "semantic"))
+    frames = yaml.safe_load((out / "seg" / "labels.json").read_text())
+    assert all(not f.get("labels") for f in frames)
+    # Confident heads: every query says "car" (class 13) / class 2 with logits far above the rest.
+    with torch.no_grad():
+        semantic = teacher.heads["semantic"]
+        semantic.class_embed.weight.zero_()
+        semantic.class_embed.bias.fill_(-10.0)
+        semantic.class_embed.bias[13] = 10.0
+        for stage in teacher.heads["detection"].stages:
+            stage.class_logits.weight.zero_()
+            stage.class_logits.bias.fill_(-10.0)
+            stage.class_logits.bias[2] = 10.0
+    out = tmp_path / "hot"
+    write_pseudo_labels(config, teacher, ["seg"], ["semantic", "detection"], out)
+    assert all((m == 13).all() for m in _pngs(out / "seg" / "masks" / "semantic"))
+    frames = yaml.safe_load((out / "seg" / "labels.json").read_text())
+    assert all(len(f["labels"]) == 6 for f in frames)
+    assert {lab["category"] for f in frames for lab in f["labels"]} == {"car"}
