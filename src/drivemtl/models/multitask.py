@@ -483,7 +483,9 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
     options = cfg.backbone
     backbone = BACKBONES.get(options.type)(options)
     weights = getattr(options, "weights", None)
-    if weights is not None:
+    # A backbone whose factory reads its checkpoint itself (CLIP: the architecture is inferred
+    # from it) says so with `loaded_weights`.
+    if weights is not None and getattr(backbone, "loaded_weights", None) is None:
         from drivemtl.models.weights import load_weights
 
         load_weights(backbone, weights)

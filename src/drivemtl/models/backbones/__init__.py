@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from drivemtl.config.base import PluginOptions
+from drivemtl.models.backbones.clip_resnet import ModifiedResNet, load_clip_resnet
 from drivemtl.models.backbones.resnet import FrozenBatchNorm2d, ResNet
 from drivemtl.registry import Registry
 
@@ -66,12 +67,66 @@ def resnet101(options: ResNetOptions) -> ResNet:
     return _resnet(101, options)
 
 
+class CLIPResNetOptions(BackboneOptions):
+    """CLIP ModifiedResNet options; with `weights` the architecture comes from the checkpoint.
+
+    `weights` is an OpenAI CLIP file (TorchScript archive or state dict, ``visual.*`` keys used).
+    An architecture option left at None takes the checkpoint's value (RN50's without weights);
+    one given next to `weights` must agree with the checkpoint.
+    """
+
+    layers: tuple[int, int, int, int] | None = Field(
+        None, description="blocks per stage; None: the checkpoint's, else (3, 4, 6, 3)"
+    )
+    width: int | None = Field(
+        None, gt=0, multiple_of=2, description="stem width (C5 has 32x); None: checkpoint's or 64"
+    )
+    output_dim: int | None = Field(
+        None, gt=0, description="CLIP embedding size; None: the checkpoint's, else 1024"
+    )
+    heads: int | None = Field(
+        None, gt=0, description="attention-pooling heads; None: width * 32 // 64 (OpenAI's rule)"
+    )
+    input_resolution: int | None = Field(
+        None, gt=0, multiple_of=32, description="pretraining size; None: the checkpoint's or 224"
+    )
+    frozen_stages: int = Field(-1, ge=-1, le=4, description="-1: none; k: stem and stages 1..k")
+    norm: Literal["bn", "frozen_bn"] = "bn"
+
+
+# RN50, used for the architecture options left at None when no checkpoint is given.
+CLIP_RN50_DEFAULTS = {
+    "layers": (3, 4, 6, 3),
+    "width": 64,
+    "output_dim": 1024,
+    "input_resolution": 224,
+}
+
+
+@BACKBONES.register("clip_rn50", options=CLIPResNetOptions)
+def clip_rn50(options: CLIPResNetOptions) -> ModifiedResNet:
+    """CLIP's ResNet image encoder (RN50 by default; C2..C5 channels 256/512/1024/2048)."""
+    given = {k: getattr(options, k) for k in CLIP_RN50_DEFAULTS if getattr(options, k) is not None}
+    if options.weights is not None:
+        return load_clip_resnet(
+            options.weights, options.frozen_stages, options.norm, options.heads, expect=given
+        )
+    arch = {**CLIP_RN50_DEFAULTS, **given}
+    heads = options.heads if options.heads is not None else arch["width"] * 32 // 64
+    return ModifiedResNet(
+        **arch, heads=heads, frozen_stages=options.frozen_stages, norm=options.norm
+    )
+
+
 __all__ = [
     "BACKBONES",
     "BackboneOptions",
+    "CLIPResNetOptions",
     "FrozenBatchNorm2d",
+    "ModifiedResNet",
     "ResNet",
     "ResNetOptions",
+    "clip_rn50",
     "resnet18",
     "resnet34",
     "resnet50",
