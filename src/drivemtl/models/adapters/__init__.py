@@ -24,3 +24,6 @@ class AdapterOptions(PluginOptions):
 
 
 __all__ = ["ADAPTERS", "AdapterOptions"]
+
+# The shipped adapters register themselves on import.
+from drivemtl.models.adapters import lv_adapter  # noqa: E402, F401  (lv_adapter)
