@@ -106,3 +106,44 @@ def test_backbone_frozen_stages_stay_frozen_when_a_stage_trains_everything(
     assert not changed, changed[:5]
     layer2 = [k for k in before if k.startswith("backbone.layer2.") and k.endswith("weight")]
     assert any(not torch.equal(before[k], after[k]) for k in layer2)  # the rest did train
+
+
+@pytest.mark.slow
+def test_lv_adapter_adapt_stage_trains_prompts_adapter_and_fpn_only(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    """Pretrain-adapt-finetune with the LV-Adapter through `run_recipe`: the adapt stage leaves
+    the backbone, the heads and the CLIP text encoder bit-identical and trains the FPN, the task
+    prompts and the adapter; fine-tuning trains everything but the text encoder."""
+    from drivemtl.models.language import write_vocabulary
+
+    vocab = write_vocabulary(tmp_path / "vocab.txt.gz", [("r", "o"), ("ro", "a"), ("s", "k")])
+    model = tiny_model()
+    model["adapters"] = [{
+        "type": "lv_adapter", "tasks": ["semantic"], "layers": 1, "heads": 2, "ffn_dim": 32,
+        "n_ctx": 4, "vocabulary": str(vocab),
+        "text_encoder": {"width": 16, "layers": 1, "heads": 2, "context_length": 24,
+                         "output_dim": 12},
+    }]  # fmt: skip
+    stages = [
+        {"name": "adapt", "steps": 3, "sampler": "set_round_robin", "trainable": ["*"],
+         "frozen": ["@backbone", "@decoder"], "optimizer": {"lr": 1e-2}},
+        {"name": "finetune", "steps": 2, "sampler": "set_round_robin", "optimizer": {"lr": 1e-3}},
+    ]  # fmt: skip
+    config = make_config(tiny_data, stages, model=model)
+    torch.manual_seed(0)
+    start = save_weights(build_model(config.model).state_dict(), tmp_path / "start.safetensors")
+    config.recipe.stages[0].init = str(start)
+    result = run_recipe(config, tmp_path / "run", progress=False)
+    before = load_weights(start)
+    adapt, final = (load_weights(s.weights) for s in result.stages)
+
+    def changed(a: dict, b: dict, prefix: str) -> list[str]:
+        return [k for k in a if k.startswith(prefix) and not torch.equal(a[k], b[k])]
+
+    for prefix in ("backbone.", "heads.", "adapters.0.text_encoder."):
+        assert not changed(before, adapt, prefix), prefix
+    for prefix in ("neck.", "adapters.0.prompts.", "adapters.0.decoder"):
+        assert changed(before, adapt, prefix), prefix
+    assert not changed(adapt, final, "adapters.0.text_encoder.")
+    assert changed(adapt, final, "backbone.") and changed(adapt, final, "heads.")
