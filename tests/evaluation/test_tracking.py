@@ -92,3 +92,74 @@ def test_merge_equals_single_pass() -> None:
     b.update_frames(v2, p2)
     a.merge(b)
     assert a.compute()["MOTA"] == both.compute()["MOTA"] == 100.0
+
+
+def _mot_batch(frames: int = 2):
+    import torch
+
+    from drivemtl.structures.batch import collate
+    from drivemtl.structures.instances import Instances
+    from drivemtl.structures.sample import Sample, SampleMeta
+
+    samples = []
+    for k in range(frames):
+        boxes = torch.tensor([[10.0 + k, 10.0, 30.0 + k, 40.0], [50.0, 20.0, 80.0, 50.0]])
+        inst = Instances(boxes, torch.tensor([2, 0]), torch.tensor([3, 8]))
+        meta = SampleMeta(name=f"v/{k}.jpg", image_set="t", orig_size=(64, 96),
+                          image_size=(64, 96), video="v", frame_index=k)  # fmt: skip
+        samples.append(Sample(image=torch.zeros(3, 64, 96), meta=meta, instances=inst,
+                              tasks=frozenset({"mot"})))  # fmt: skip
+    return collate(samples)
+
+
+def _tracked(batch, ids: list[list[int]]):
+    import torch
+
+    from drivemtl.structures.instances import Instances
+    from drivemtl.structures.predictions import FramePrediction
+
+    return [
+        FramePrediction(meta=meta, detections=Instances(
+            inst.boxes, inst.classes, torch.tensor(frame_ids), scores=torch.ones(len(inst))))
+        for meta, inst, frame_ids in zip(batch.metas, batch.instances, ids, strict=True)
+    ]  # fmt: skip
+
+
+def test_mot_evaluator_scores_model_predictions() -> None:
+    from drivemtl.evaluation.base import EVALUATORS
+    from drivemtl.evaluation.tracking import MOTEvaluator
+
+    assert EVALUATORS.get("mot") is MOTEvaluator
+    batch = _mot_batch()
+    perfect = MOTEvaluator()
+    perfect.update(_tracked(batch, [[0, 1], [0, 1]]), batch)
+    m = perfect.compute()
+    for key in ("MOTA", "IDF1", "MOTP", "HOTA", "DetA", "AssA"):
+        assert key in m
+    assert m["MOTA"] == pytest.approx(100.0) and m["IDF1"] == pytest.approx(100.0)
+    assert m["HOTA"] == pytest.approx(100.0) and m["AssA"] == pytest.approx(100.0)
+    # Untracked (-1) and suppressed (-2) boxes are not tracks: misses.
+    missing = MOTEvaluator()
+    missing.update(_tracked(batch, [[0, -1], [0, -2]]), batch)
+    m = missing.compute()
+    assert m["FN"] == 2 and m["MOTA"] == pytest.approx(50.0)
+    # A new id for the same object in frame 2: one identity switch; halves merge.
+    switched = MOTEvaluator()
+    switched.update(_tracked(batch, [[0, 1], [5, 1]]), batch)
+    m = switched.compute()
+    assert m["IDSw"] == 1 and m["MOTA"] == pytest.approx(75.0)
+    assert m["AssA"] < 100.0
+    # Frames fed to two evaluators (e.g. two DDP ranks) and merged score the same.
+    first, second = MOTEvaluator(), MOTEvaluator()
+    first_half, second_half = _mot_batch(), _mot_batch()
+    first_half.labeled["mot"][1] = False
+    second_half.labeled["mot"][0] = False
+    first.update(_tracked(first_half, [[0, 1], [5, 1]]), first_half)
+    second.update(_tracked(second_half, [[0, 1], [5, 1]]), second_half)
+    first.merge(second)
+    assert first.compute()["IDSw"] == 1
+    unlabelled = _mot_batch()
+    unlabelled.labeled["mot"][:] = False
+    empty = MOTEvaluator()
+    empty.update(_tracked(unlabelled, [[0, 1], [0, 1]]), unlabelled)
+    assert math.isnan(empty.compute()["HOTA"])

@@ -200,3 +200,54 @@ def test_predict_with_state_carries_a_stateful_task_across_frames() -> None:
     assert n0 > 0 and ids[0] == list(range(n0)) and ids[1] == list(range(n0, n0 + n1))
     assert ids[2] == list(range(len(ids[2])))  # video b starts from 0
     assert set(state.videos) == {"a", "b"}
+
+
+def test_reference_stream_is_extracted_only_for_stages_that_read_it() -> None:
+    """A head declaring the `reference` stream gets the reference frames' backbone + neck
+    features (with gradient) and their proposals (without); other heads, inference, and batches
+    without clips leave `features.reference` empty."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: faster without thread hand-offs
+    try:
+        _check_reference_stream()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_reference_stream() -> None:
+    from batches import tiny_config as config
+
+    from drivemtl.models.features import OBJECTS, PIXEL, REFERENCE
+
+    torch.manual_seed(0)
+    net = build_model(config(("detection", "semantic")))
+    seen = []
+
+    class ReadsReference(torch.nn.Module):
+        needs = (PIXEL, OBJECTS, REFERENCE)
+
+        def forward(self, features, batch=None):
+            seen.append(features.reference)
+            return torch.zeros(())
+
+    batch = make_batch(2, ("detection", "semantic"))
+    ref = make_batch(2, ("detection", "semantic"))
+    ref.images = ref.images.flip(-1)
+    batch.references = [ref]
+    assert net.forward(batch, ["semantic"], targets=True).features.reference is None
+    net.heads["semantic"] = ReadsReference()
+    net.stage_list = net._stage_list()
+    net._schedules.clear()
+    out = net.forward(batch, ["semantic"], targets=True)
+    reference = seen[-1]
+    assert reference is not None and out.features.reference is reference
+    expected = net.extract(ref.images, ref.image_sizes)
+    assert torch.allclose(reference.pixel[0], expected.pixel[0], atol=1e-6)
+    assert reference.pixel[0].requires_grad
+    assert reference.objects is not None and len(reference.objects.proposals) == 2
+    assert not reference.objects.proposals[0].requires_grad
+    net.forward(batch, ["semantic"], targets=False)
+    assert seen[-1] is None  # inference: no reference features
+    batch.references = []
+    net.forward(batch, ["semantic"], targets=True)
+    assert seen[-1] is None  # no clip

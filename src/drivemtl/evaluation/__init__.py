@@ -1,6 +1,15 @@
 """Metric implementations with official-toolkit parity, multi-task scores (VTDA, Delta_T), reports."""
 
-from drivemtl.evaluation import coco, depth, edges, lanes, normals, segmentation, tagging
+from drivemtl.evaluation import (
+    coco,
+    depth,
+    edges,
+    lanes,
+    normals,
+    segmentation,
+    tagging,
+    tracking,
+)
 from drivemtl.evaluation.base import EVALUATORS, EvaluationInputError, Evaluator
 from drivemtl.evaluation.delta import delta_t
 from drivemtl.evaluation.files import FileEvalResult, evaluate_files
@@ -24,6 +33,7 @@ __all__ = [
     "normals",
     "segmentation",
     "tagging",
+    "tracking",
     "vtda",
     "write_report",
 ]

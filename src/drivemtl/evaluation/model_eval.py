@@ -226,12 +226,15 @@ def evaluate_model(
         from rich.progress import track
 
         batches = iter(track(loader, description="evaluating", total=len(sampler)))
+    state = None
     with torch.no_grad():
         for batch in batches:
             image_set = batch.metas[0].image_set
             tasks = set_tasks[image_set]
             batch = batch.to(device)
-            predictions = _unique_names(model.predict(batch, tasks), image_set)  # type: ignore[operator]
+            # Frames come in video order: trackers carry their memory from batch to batch.
+            predictions, state = model.predict_with_state(batch, state, tasks)  # type: ignore[operator]
+            predictions = _unique_names(predictions, image_set)
             input_size = input_size or tuple(batch.images.shape[-2:])  # type: ignore[assignment]
             frames[image_set] = frames.get(image_set, 0) + len(batch)
             for task in tasks:

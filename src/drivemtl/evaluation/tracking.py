@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from drivemtl.evaluation.base import EvaluationInputError, check_same_type
-from drivemtl.evaluation.coco import PRED_NOT_IN_GT
+from drivemtl.evaluation.base import EVALUATORS, EvaluationInputError, check_same_type
+from drivemtl.evaluation.coco import PRED_NOT_IN_GT, _to_batch_coordinates
 from drivemtl.evaluation.config import LabelConfig, default_config
-from drivemtl.structures.scalabel import Frame, Label
+from drivemtl.structures import bdd
+from drivemtl.structures.batch import Batch
+from drivemtl.structures.instances import Instances
+from drivemtl.structures.predictions import FramePrediction
+from drivemtl.structures.scalabel import Box2D, Frame, Label
 
 IOU_THRESHOLD = 0.5
 IGNORE_IOF_THRESHOLD = 0.5
@@ -443,3 +447,79 @@ def _hota_sequence(steps: list[tuple]) -> dict:
     data.update(num_gt_ids=len(gt_map), num_tracker_ids=len(tr_map), num_gt_dets=num_gt,
                 num_tracker_dets=num_tr, num_timesteps=len(steps))  # fmt: skip
     return data
+
+
+@EVALUATORS.register("mot")
+class MOTEvaluator(BoxTrackEvaluator):
+    """`BoxTrackEvaluator` fed batch by batch with model predictions (`drivemtl eval`).
+
+    Ground truth: the instances (with track ids) of the samples labelled for `mot`; predictions:
+    `FramePrediction.detections` with track ids >= 0 (untracked and suppressed boxes are not
+    tracks), mapped into the batch's coordinates. Frames are kept until `compute`, which scores
+    them video by video; class indices name `categories` (the model's MOT classes).
+    """
+
+    task = "mot"
+
+    def __init__(
+        self, categories: list[str] | tuple[str, ...] = bdd.THING_CLASSES, strict: bool = True
+    ) -> None:
+        self.categories = list(categories)
+        config = replace(default_config("box_track"), categories=list(categories))
+        super().__init__(config, strict)
+        self.gt_frames: list[Frame] = []
+        self.pred_frames: list[Frame] = []
+
+    def reset(self) -> None:
+        """Forget all frames and videos."""
+        self.__init__(self.categories, self.strict)  # type: ignore[misc]
+
+    def merge(self, other: BoxTrackEvaluator) -> None:
+        """Add another evaluator's frames and videos."""
+        super().merge(other)
+        assert isinstance(other, MOTEvaluator)
+        self.gt_frames.extend(other.gt_frames)
+        self.pred_frames.extend(other.pred_frames)
+
+    def update(self, predictions: list[FramePrediction], batch: Batch) -> None:
+        """Add the labelled samples' ground truth and tracked predictions."""
+        labeled = batch.is_labeled(self.task)
+        for i, pred in enumerate(predictions):
+            target = batch.instances[i]
+            if not bool(labeled[i]) or target is None or target.track_ids is None:
+                continue
+            meta = pred.meta
+            video = meta.video if meta.video is not None else meta.name
+            frame = meta.frame_index if meta.frame_index is not None else 0
+            gt = self._labels(target, ground_truth=True, prefix=f"{frame}-")
+            self.gt_frames.append(Frame(name=meta.name, videoName=video, frameIndex=frame,
+                                        labels=gt))  # fmt: skip
+            found = pred.detections
+            labels: list[Label] = []
+            if found is not None and found.track_ids is not None:
+                inst = _to_batch_coordinates(found, pred, batch.image_sizes[i])
+                labels = self._labels(inst[inst.track_ids >= 0], ground_truth=False)
+            self.pred_frames.append(Frame(name=meta.name, videoName=video, frameIndex=frame,
+                                          labels=labels))  # fmt: skip
+
+    def _labels(self, inst: Instances, ground_truth: bool, prefix: str = "") -> list[Label]:
+        labels = []
+        boxes = inst.boxes.detach().double().cpu().tolist()
+        ids = inst.track_ids.cpu().tolist()  # type: ignore[union-attr]
+        ignore = inst.ignore.cpu().tolist() if inst.ignore is not None else [False] * len(inst)
+        for k, (cls, box) in enumerate(zip(inst.classes.cpu().tolist(), boxes, strict=True)):
+            if not 0 <= cls < len(self.categories):
+                continue
+            ident = str(ids[k]) if ids[k] >= 0 else f"untracked-{prefix}{k}"
+            x1, y1, x2, y2 = box
+            attributes = {"crowd": True} if ground_truth and ignore[k] else None
+            labels.append(Label(id=ident, category=self.categories[cls], attributes=attributes,
+                                box2d=Box2D(x1=x1, y1=y1, x2=max(x1, x2), y2=max(y1, y2))))  # fmt: skip
+        return labels
+
+    def compute(self) -> dict[str, float]:
+        """Score the frames added so far (video by video), then every metric."""
+        if self.gt_frames:
+            self.update_frames(self.gt_frames, self.pred_frames)
+            self.gt_frames, self.pred_frames = [], []
+        return super().compute()

@@ -3,7 +3,8 @@
 Streams follow VTDNet's hierarchy: image features (C5), pixel features (FPN levels), group
 features (a shared map per task group, e.g. the segmentation group's stride-4 aggregation), the
 object stream (proposals / sampled RoIs / detections, explicit and declared by the heads that
-need it), and task features (each decoder's output, before its predictor). A stage declares the
+need it), the reference stream (the features of a clip's reference frame, for video losses), and
+task features (each decoder's output, before its predictor). A stage declares the
 streams it needs, provides and modifies by these names (see `stream_names`); `extras` holds
 anything else a plug-in adds (e.g. language embeddings), keyed by the plug-in.
 """
@@ -19,6 +20,7 @@ IMAGE = "image"
 BACKBONE = "backbone"
 PIXEL = "pixel"
 OBJECTS = "objects"
+REFERENCE = "reference"
 
 
 def group_stream(group: str) -> str:
@@ -61,6 +63,9 @@ class Features:
     C2..C5; input_size: padded (H, W) of the batch; image_sizes: each image's (h, w) inside the
     padding; groups: group name -> shared map; objects: the object stream once a stage has
     provided it; tasks: task name -> decoder features; extras: plug-in name -> anything.
+    reference: in training on clips, when a stage declares it needs the `reference` stream, the
+    features of the batch's reference frames (backbone + neck, and the object stream's proposals
+    computed without gradient); None otherwise.
     """
 
     image: Tensor
@@ -73,6 +78,7 @@ class Features:
     objects: ObjectFeatures | None = None
     tasks: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    reference: Features | None = None
 
     def levels(self, strides: tuple[int, ...]) -> list[Tensor]:
         """The pixel feature maps with the given strides (e.g. (4, 8, 16, 32) for P2..P5)."""

@@ -29,7 +29,9 @@ from drivemtl.models.config import ModelConfig, TaskConfig
 from drivemtl.models.features import (
     BACKBONE,
     IMAGE,
+    OBJECTS,
     PIXEL,
+    REFERENCE,
     Features,
     FeatureSpec,
     group_stream,
@@ -40,7 +42,9 @@ from drivemtl.structures.batch import Batch
 from drivemtl.structures.predictions import FramePrediction
 from drivemtl.structures.state import InferenceState
 
-BASE_STREAMS = (IMAGE, BACKBONE, PIXEL)  # provided by backbone + neck, which always run
+# Provided by backbone + neck, which always run (the reference stream: on the reference frames of
+# a clip, in training, when a scheduled stage reads it).
+BASE_STREAMS = (IMAGE, BACKBONE, PIXEL, REFERENCE)
 
 
 class TaskPlugin(Protocol):
@@ -392,9 +396,26 @@ class MultiTaskNet(nn.Module):
         use_targets = self.training if targets is None else targets
         features = self.extract(batch.images, batch.image_sizes)
         outputs = ModelOutputs(features=features)
-        for stage in self.schedule(requested):
+        schedule = self.schedule(requested)
+        reference = batch.reference
+        if use_targets and reference is not None and any(REFERENCE in s.needs for s in schedule):
+            features.reference = self.reference_features(reference)
+        for stage in schedule:
             self._run(stage, features, batch if use_targets else None, outputs)
         return outputs
+
+    def reference_features(self, reference: Batch) -> Features:
+        """Backbone + neck on a clip's reference frames (with gradient), plus the object stream's
+        proposals / detections run in inference mode without gradient (as QDTrack runs its RPN
+        on the reference frame), when some stage provides that stream."""
+        features = self.extract(reference.images, reference.image_sizes)
+        producers = [s for s in self.stage_list if OBJECTS in s.provides]
+        if producers:
+            scratch = ModelOutputs(features=features)
+            with torch.no_grad():
+                for stage in order_stages(self.stage_list, [OBJECTS]):
+                    self._run(stage, features, None, scratch)
+        return features
 
     def losses(self, batch: Batch, tasks: Iterable[str] | None = None) -> dict[str, Tensor]:
         """Unweighted per-task losses; a task without labelled samples gets an exact zero.
