@@ -77,3 +77,17 @@ def test_predictions_round_trip_through_the_bdd_formats(tmp_path):
     assert np.allclose(
         decode_depth(read_png_unchanged(tmp_path / "depth/vid/vid-0000003.png")), 12.5
     )
+
+
+def test_untracked_boxes_never_take_a_track_id(tmp_path) -> None:
+    meta = SampleMeta(name="vid/vid-0000001.jpg", image_set="s", orig_size=(6, 8), video="vid",
+                      frame_index=1)  # fmt: skip
+    boxes = torch.tensor([[1.0, 1.0, 3.0, 3.0]]).repeat(3, 1)
+    pred = FramePrediction(meta=meta, detections=Instances(
+        boxes=boxes, classes=torch.tensor([2, 2, 2]), scores=torch.tensor([0.9, 0.8, 0.7]),
+        track_ids=torch.tensor([1, -1, -2]),
+    ))  # fmt: skip
+    writer = PredictionWriter(tmp_path)
+    writer.add(pred)
+    (frame,) = load_frames(writer.close())
+    assert [label.id for label in frame.labels] == ["1", "-2", "-3"]

@@ -57,7 +57,9 @@ def _box_labels(
     for i in range(len(instances)):
         if scores is not None and scores[i] < min_score:
             continue
-        ident = int(tracks[i]) if tracks is not None and tracks[i] >= 0 else start + i
+        ident = start + i
+        if tracks is not None:  # a track's id; an untracked box a negative one, never a track's
+            ident = int(tracks[i]) if tracks[i] >= 0 else -(start + i + 1)
         x1, y1, x2, y2 = (float(v) for v in boxes[i])
         cls = int(classes[i])
         if not 0 <= cls < len(class_names):
