@@ -1,4 +1,4 @@
-"""Low-level operators: boxes, NMS, RoIAlign, matching, heatmaps, warping, correlation.
+"""Low-level operators: boxes, NMS, RoIAlign, matching, heatmaps, warping, correlation, DCNv2.
 
 Pure PyTorch (torchvision's compiled kernels are used when they import); no task or config
 knowledge lives here.
@@ -15,6 +15,7 @@ from drivemtl.ops.boxes import (
     generalized_box_iou,
 )
 from drivemtl.ops.correlation import correlation, cost_volume
+from drivemtl.ops.deform_conv import DeformConv2dPack, deform_conv2d
 from drivemtl.ops.heatmaps import gaussian_heatmaps, heatmap_argmax, heatmap_peaks
 from drivemtl.ops.matching import hungarian_match
 from drivemtl.ops.nms import batched_nms, nms
@@ -22,6 +23,7 @@ from drivemtl.ops.roi_align import MultiScaleRoIAlign, assign_fpn_levels, roi_al
 from drivemtl.ops.warp import warp_by_flow
 
 __all__ = [
+    "DeformConv2dPack",
     "MultiScaleRoIAlign",
     "assign_fpn_levels",
     "batched_nms",
@@ -33,6 +35,7 @@ __all__ = [
     "correlation",
     "cost_volume",
     "decode_boxes",
+    "deform_conv2d",
     "encode_boxes",
     "gaussian_heatmaps",
     "generalized_box_iou",

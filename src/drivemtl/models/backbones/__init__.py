@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PositiveInt
 
 from drivemtl.config.base import PluginOptions
 from drivemtl.models.backbones.clip_resnet import ModifiedResNet, load_clip_resnet
+from drivemtl.models.backbones.convnext import CONVNEXT_SPECS, ConvNeXt, load_convnext_weights
 from drivemtl.models.backbones.resnet import FrozenBatchNorm2d, ResNet
+from drivemtl.models.backbones.swin import SwinOptions, SwinTransformer, swin_t
 from drivemtl.registry import Registry
 
 BACKBONES: Registry[Any] = Registry("backbone")
@@ -132,3 +134,57 @@ __all__ = [
     "resnet50",
     "resnet101",
 ]
+
+
+# --- ConvNeXt (appended; its import belongs in the import block above) -----------------------
+
+
+Stages4 = tuple[PositiveInt, PositiveInt, PositiveInt, PositiveInt]
+
+
+class ConvNeXtOptions(BackboneOptions):
+    """ConvNeXt options; `weights` is an official (facebookresearch) or a timm checkpoint.
+
+    `depths` / `dims` left at None take the variant's (-T: 3/3/9/3 blocks, 96..768 channels;
+    -B: 3/3/27/3, 128..1024); narrow overrides make tiny test models.
+    """
+
+    depths: Stages4 | None = Field(None, description="blocks per stage; None: the variant's")
+    dims: Stages4 | None = Field(None, description="channels per stage; None: the variant's")
+    drop_path: float = Field(
+        0.0, ge=0.0, lt=1.0, description="stochastic depth of the last block (0 at the first)"
+    )
+    layer_scale_init: float = Field(
+        1e-6, ge=0.0, description="initial layer scale gamma; 0: no layer scale"
+    )
+    frozen_stages: int = Field(-1, ge=-1, le=4, description="-1: none; k: stem and stages 1..k")
+
+
+def _convnext(variant: str, options: ConvNeXtOptions) -> ConvNeXt:
+    depths, dims = CONVNEXT_SPECS[variant]
+    module = ConvNeXt(
+        options.depths or depths, options.dims or dims, drop_path=options.drop_path,
+        layer_scale_init=options.layer_scale_init, frozen_stages=options.frozen_stages,
+    )  # fmt: skip
+    if options.weights is not None:
+        load_convnext_weights(module, options.weights)
+    return module
+
+
+@BACKBONES.register("convnext_t", options=ConvNeXtOptions)
+def convnext_t(options: ConvNeXtOptions) -> ConvNeXt:
+    """ConvNeXt-T (C2..C5 channels 96/192/384/768, each through an output LayerNorm)."""
+    return _convnext("tiny", options)
+
+
+@BACKBONES.register("convnext_b", options=ConvNeXtOptions)
+def convnext_b(options: ConvNeXtOptions) -> ConvNeXt:
+    """ConvNeXt-B (C2..C5 channels 128/256/512/1024, each through an output LayerNorm)."""
+    return _convnext("base", options)
+
+
+__all__ += ["ConvNeXt", "ConvNeXtOptions", "convnext_b", "convnext_t"]
+
+
+BACKBONES.add("swin_t", swin_t, options=SwinOptions)
+__all__ += ["SwinOptions", "SwinTransformer", "swin_t"]
