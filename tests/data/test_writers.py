@@ -91,3 +91,36 @@ def test_untracked_boxes_never_take_a_track_id(tmp_path) -> None:
     writer.add(pred)
     (frame,) = load_frames(writer.close())
     assert [label.id for label in frame.labels] == ["1", "-2", "-3"]
+
+
+def test_mots_outputs_hold_the_tracked_masks_with_their_track_ids(tmp_path) -> None:
+    meta = SampleMeta(name="vid/vid-0000002.jpg", image_set="s", orig_size=(6, 8), video="vid",
+                      frame_index=2)  # fmt: skip
+    masks = torch.zeros(3, 6, 8, dtype=torch.bool)
+    masks[0, 0:3, 0:4] = True
+    masks[1, 2:5, 3:7] = True  # overlaps mask 0 and scores higher: it keeps the shared pixels
+    masks[2, 4:6, 0:2] = True  # untracked
+    pred = FramePrediction(meta=meta, instances=Instances(
+        boxes=torch.tensor([[0.0, 0, 4, 3], [3, 2, 7, 5], [0, 4, 2, 6]]),
+        classes=torch.tensor([0, 2, 2]), scores=torch.tensor([0.4, 0.9, 0.8]),
+        track_ids=torch.tensor([12, 0, -1]), masks=masks,
+    ))  # fmt: skip
+    writer = PredictionWriter(tmp_path)
+    writer.add(pred)
+    (frame,) = load_frames(writer.close())
+    # predictions.json: the box convention (track id, untracked a negative id).
+    assert [label.id for label in frame.labels] == ["12", "0", "-3"]
+    (mots,) = load_frames(tmp_path / "mots.json")
+    assert (mots.name, mots.videoName, mots.frameIndex) == (meta.name, "vid", 2)
+    assert [(label.id, label.category) for label in mots.labels] == [("12", "pedestrian"),
+                                                                     ("0", "car")]  # fmt: skip
+    first = masks[0] & ~masks[1]
+    assert np.array_equal(rle_to_mask(mots.labels[0].rle), first.numpy())
+    assert np.array_equal(rle_to_mask(mots.labels[1].rle), masks[1].numpy())
+    # The bitmask: instance id = track id + 1, the untracked mask left out.
+    bitmask = decode_instance_bitmask(
+        read_png_unchanged(tmp_path / "masks/seg_track/vid/vid-0000002.png")
+    )
+    assert bitmask.ids.tolist() == [1, 13] and bitmask.categories.tolist() == [2, 0]
+    assert np.array_equal(bitmask.masks[0], masks[1].numpy())
+    assert np.array_equal(bitmask.masks[1], first.numpy())

@@ -5,6 +5,13 @@ dense maps go into PNGs named after the frame (`<stem>.png`), in the folder and 
 data field declares (`structures.fields`), so that `drivemtl eval-files` and the official toolkit
 can score them: `masks/sem_seg`, `masks/drivable`, `masks/lane` (one-byte lane encoding),
 `masks/ins_seg` (RGBA), and KITTI-style 16-bit `depth/` and `normals/` PNGs.
+
+MOTS (instances with `track_ids`): in `predictions.json` an instance's label id is its track id
+and an untracked one (id < 0) gets a negative id, never a track's (the box convention). The MOTS
+outputs proper hold **only tracked instances**, their masks made disjoint by painting from the
+lowest to the highest score (the official MOTS evaluation refuses overlapping masks): Scalabel
+frames with RLE labels whose id is the track id (`mots.json`, `mots_frame`), and RGBA bitmasks
+`masks/seg_track/<stem>.png` with instance id = track id + 1 (0 is background).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from drivemtl.structures.scalabel import (
 )
 
 INSTANCE_FOLDER = "masks/ins_seg"  # RGBA instance bitmasks (official BDD100K prediction layout)
+MOTS_FOLDER = "masks/seg_track"  # RGBA MOTS bitmasks, instance id = track id + 1
 
 
 def _np(value: Tensor) -> np.ndarray:
@@ -156,7 +164,68 @@ def write_dense(prediction: FramePrediction, out_dir: Path) -> list[Path]:
             put(spec.prediction_path, codec_of(spec).encode(_np(value), spec))
     if prediction.instances is not None and prediction.instances.masks is not None:
         put(INSTANCE_FOLDER, _instance_bitmask(prediction.instances))
+        if prediction.instances.track_ids is not None:
+            put(MOTS_FOLDER, _mots_bitmask(prediction.instances))
     return written
+
+
+def tracked_masks(instances: Instances) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index into `instances`, track id, disjoint [K, H, W] mask) of the tracked instances:
+    masks painted from the lowest to the highest score, those left without pixels dropped."""
+    if instances.track_ids is None or instances.masks is None:
+        raise ValueError("MOTS output needs instances with masks and track ids")
+    masks = _np(instances.masks).astype(bool)
+    ids = _np(instances.track_ids).astype(np.int64)
+    scores = _np(instances.scores) if instances.scores is not None else np.zeros(len(masks))
+    owner = np.full(masks.shape[-2:], -1, dtype=np.int64)
+    for i in np.argsort(scores, kind="stable"):
+        if ids[i] >= 0:
+            owner[masks[i]] = i
+    kept = np.array([i for i in range(len(masks)) if ids[i] >= 0 and (owner == i).any()], int)
+    disjoint = owner[None] == kept[:, None, None]
+    return kept, ids[kept], disjoint
+
+
+def _mots_bitmask(instances: Instances) -> np.ndarray:
+    """The MOTS RGBA bitmask of the tracked instances (instance id = track id + 1)."""
+    kept, ids, masks = tracked_masks(instances)
+    height, width = masks.shape[-2:] if len(kept) else _np(instances.masks).shape[-2:]
+    category = np.full((height, width), -1, dtype=np.int64)
+    instance_id = np.zeros((height, width), dtype=np.int64)
+    classes = _np(instances.classes)
+    for k, i in enumerate(kept):
+        category[masks[k]] = int(classes[i])
+        instance_id[masks[k]] = int(ids[k]) + 1
+    return encode_instance_rgba(category, instance_id)
+
+
+def mots_frame(
+    prediction: FramePrediction, class_names: Sequence[str] = DETECTION_CLASSES_10
+) -> Frame:
+    """The Scalabel MOTS frame of one prediction: one RLE label per tracked instance (id = track
+    id), masks disjoint; an empty frame when the prediction has no tracked instances."""
+    meta = prediction.meta
+    labels: list[Label] = []
+    inst = prediction.instances
+    if inst is not None and inst.masks is not None and inst.track_ids is not None:
+        kept, ids, masks = tracked_masks(inst)
+        boxes, classes = _np(inst.boxes), _np(inst.classes)
+        scores = _np(inst.scores) if inst.scores is not None else None
+        for k, i in enumerate(kept):
+            cls = int(classes[i])
+            if not 0 <= cls < len(class_names):
+                raise ValueError(f"class index {cls} is outside the {len(class_names)} class names")
+            x1, y1, x2, y2 = (float(v) for v in boxes[i])
+            labels.append(
+                Label(
+                    id=str(int(ids[k])),
+                    category=class_names[cls],
+                    score=None if scores is None else float(scores[i]),
+                    box2d=Box2D(x1=x1, y1=y1, x2=max(x1, x2), y2=max(y1, y2)),
+                    rle=mask_to_rle(masks[k]),
+                )
+            )
+    return Frame(name=meta.name, videoName=meta.video, frameIndex=meta.frame_index, labels=labels)
 
 
 def _instance_bitmask(instances: Instances) -> np.ndarray:
@@ -180,14 +249,21 @@ class PredictionWriter:
     out_dir: Path
     class_names: Sequence[str] = DETECTION_CLASSES_10
     frames: list[Frame] = field(default_factory=list)
+    mots_frames: list[Frame] = field(default_factory=list)
 
     def add(self, prediction: FramePrediction) -> None:
         """Record one frame's prediction (dense maps are written at once)."""
         self.frames.append(prediction_to_frame(prediction, self.class_names))
+        inst = prediction.instances
+        if inst is not None and inst.masks is not None and inst.track_ids is not None:
+            self.mots_frames.append(mots_frame(prediction, self.class_names))
         write_dense(prediction, self.out_dir)
 
     def close(self) -> Path:
-        """Write `predictions.json` (Scalabel list of frames) and return its path."""
+        """Write `predictions.json` (Scalabel list of frames), and `mots.json` (the MOTS frames)
+        when some frame had tracked instance masks; returns the path of `predictions.json`."""
         path = self.out_dir / "predictions.json"
         save_frames(self.frames, path)
+        if self.mots_frames:
+            save_frames(self.mots_frames, self.out_dir / "mots.json")
         return path

@@ -13,15 +13,19 @@ class) is dropped. Two inputs are read:
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 from faster_coco_eval.core import mask as mask_utils
+from torch import Tensor
 
-from drivemtl.evaluation.base import EvaluationInputError
+from drivemtl.evaluation.base import EVALUATORS, EvaluationInputError
+from drivemtl.evaluation.coco import _to_batch_coordinates
 from drivemtl.evaluation.config import LabelConfig, default_config
 from drivemtl.evaluation.tracking import (
     IGNORE_IOF_THRESHOLD,
@@ -33,6 +37,10 @@ from drivemtl.evaluation.tracking import (
     _is_ignored,
     _track_id,
 )
+from drivemtl.structures import bdd
+from drivemtl.structures.batch import Batch
+from drivemtl.structures.instances import Instances
+from drivemtl.structures.predictions import FramePrediction
 from drivemtl.structures.scalabel import Frame
 
 IGNORE_FLAGS = 0b11  # G channel: bit 0 ignored, bit 1 crowd
@@ -250,3 +258,137 @@ def bitmask_overlaps(
         ious = np.where(union > 0, inter / union, 0.0)
         iofs = np.where(pred_area > 0, inter / pred_area, 0.0)
     return ious, iofs.T
+
+
+def paint_instances(masks: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """[N, H, W] bool masks painted in `order` (later on top) into one map of 1-based instance
+    indices (0 = background), as a bitmask file holds them."""
+    index = np.zeros(masks.shape[-2:], np.int64)
+    for k in order:
+        index[masks[k]] = int(k) + 1
+    return index
+
+
+@dataclass
+class _MOTSFrame:
+    """One evaluated frame, reduced to what the CLEAR / HOTA events need."""
+
+    video: str
+    frame: int
+    gt: tuple[np.ndarray, np.ndarray]  # (class index, track id) of the valid objects
+    pred: tuple[np.ndarray, np.ndarray]
+    ious: np.ndarray  # [G, P] mask IoU
+    iofs: np.ndarray  # [P, K] share of each prediction inside each ignore region
+
+
+@EVALUATORS.register("mots")
+class MOTSEvaluator(SegTrackEvaluator):
+    """`SegTrackEvaluator` fed batch by batch with model predictions (`drivemtl eval`).
+
+    Ground truth: the instances (masks + track ids; `ignore` ones are crowd regions) of the
+    samples labelled for `mots`; predictions: `FramePrediction.instances` with track ids >= 0
+    (untracked masks are not tracks), mapped into the batch's coordinates. As in a BDD100K MOTS
+    bitmask, the predicted masks are made disjoint by painting them from the lowest to the
+    highest score (a mask left without pixels is dropped), and the metrics follow the bitmask
+    path of `SegTrackEvaluator`. Frames are scored video by video at `compute`.
+    """
+
+    task = "mots"
+
+    def __init__(
+        self, categories: list[str] | tuple[str, ...] = bdd.THING_CLASSES, strict: bool = True
+    ) -> None:
+        self.categories = list(categories)
+        config = replace(default_config("seg_track"), categories=list(categories))
+        super().__init__(config, strict)
+        self.frames: list[_MOTSFrame] = []
+
+    def reset(self) -> None:
+        """Forget all frames and videos."""
+        self.__init__(self.categories, self.strict)  # type: ignore[misc]
+
+    def merge(self, other: BoxTrackEvaluator) -> None:
+        """Add another evaluator's frames and videos."""
+        super().merge(other)
+        assert isinstance(other, MOTSEvaluator)
+        self.frames.extend(other.frames)
+
+    def update(self, predictions: list[FramePrediction], batch: Batch) -> None:
+        """Add the labelled samples' ground truth and tracked instance masks."""
+        labeled = batch.is_labeled(self.task)
+        for i, pred in enumerate(predictions):
+            target = batch.instances[i]
+            if not bool(labeled[i]) or target is None or target.track_ids is None:
+                continue
+            if target.masks is None:
+                raise EvaluationInputError(
+                    f"frame {pred.meta.name!r}: mots ground truth has no masks"
+                )
+            h, w = batch.image_sizes[i]
+            gt_cls, gt_ids, gt_masks = self._valid(target, target.masks[..., :h, :w])
+            ignore = (
+                target.ignore.cpu().numpy()[self._in_range(target)]
+                if target.ignore is not None
+                else np.zeros(len(gt_cls), bool)
+            )
+            gt_map = paint_instances(gt_masks, np.arange(len(gt_masks)))
+            p_cls, p_ids, p_map = self._predicted(pred, (h, w))
+            ious, iofs = bitmask_overlaps(gt_map, len(gt_cls), p_map, len(p_cls))
+            meta = pred.meta
+            self.frames.append(
+                _MOTSFrame(
+                    video=meta.video if meta.video is not None else meta.name,
+                    frame=meta.frame_index if meta.frame_index is not None else 0,
+                    gt=(gt_cls[~ignore], gt_ids[~ignore]),
+                    pred=(p_cls, p_ids),
+                    ious=ious[~ignore],
+                    iofs=iofs[:, ignore],
+                )
+            )
+
+    def _in_range(self, inst: Instances) -> np.ndarray:
+        classes = inst.classes.cpu().numpy()
+        return (classes >= 0) & (classes < len(self.categories))
+
+    def _valid(self, inst: Instances, masks: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(class, track id, mask) of the instances whose class is evaluated."""
+        keep = self._in_range(inst)
+        classes = inst.classes.cpu().numpy()[keep].astype(np.int64)
+        ids = inst.track_ids.cpu().numpy()[keep].astype(np.int64)  # type: ignore[union-attr]
+        return classes, ids, masks.detach().cpu().bool().numpy()[keep]
+
+    def _predicted(
+        self, pred: FramePrediction, size: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(class, track id) of the tracked predicted instances and their disjoint index map."""
+        found = pred.instances
+        none = np.zeros(0, np.int64)
+        if found is None or found.track_ids is None or found.masks is None or not len(found):
+            return none, none, np.zeros(size, np.int64)
+        inst = _to_batch_coordinates(found, pred, size)
+        inst = inst[inst.track_ids >= 0]  # type: ignore[operator]
+        classes, ids, masks = self._valid(inst, inst.masks)  # type: ignore[arg-type]
+        scores = (
+            inst.scores.cpu().numpy()[self._in_range(inst)] if inst.scores is not None else None
+        )
+        order = np.argsort(scores, kind="stable") if scores is not None else np.arange(len(ids))
+        index = paint_instances(masks, order)
+        present = np.isin(np.arange(1, len(ids) + 1), index)
+        lut = np.zeros(len(ids) + 1, np.int64)
+        lut[1:][present] = np.arange(1, int(present.sum()) + 1)
+        return classes[present], ids[present], lut[index]
+
+    def compute(self) -> dict[str, float]:
+        """Score the frames added so far (video by video), then every metric."""
+        videos: dict[str, list[_MOTSFrame]] = defaultdict(list)
+        for frame in self.frames:
+            videos[frame.video].append(frame)
+        n = len(self.config.categories)
+        for name in sorted(videos):
+            accs = [ClearAccumulator() for _ in range(n)]
+            hota_steps: list[list[tuple]] = [[] for _ in range(n)]
+            for f in sorted(videos[name], key=lambda f: f.frame):
+                add_frame_objects(accs, hota_steps, f.gt, f.pred, f.ious, f.iofs)
+            self._finish_video(accs, hota_steps)
+        self.frames = []
+        return super().compute()

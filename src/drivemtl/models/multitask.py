@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from drivemtl.config.loader import ConfigError
 from drivemtl.models.config import ModelConfig, TaskConfig
 from drivemtl.models.features import (
     BACKBONE,
@@ -465,9 +466,28 @@ class MultiTaskNet(nn.Module):
         implements `update_state(predictions, outputs, batch, states)`, `states[i]` being its
         dict for sample i's video (see `drivemtl.structures.state`).
         """
-        requested = self._check_tasks(tasks)
+        requested = with_required(self.tasks, self._check_tasks(tasks))
         outputs = self.forward(batch, requested, targets=False)
         return finish_predictions(self.tasks, outputs, batch, state, requested)
+
+
+def with_required(tasks: Mapping[str, Any], requested: Sequence[str]) -> list[str]:
+    """`requested` plus the tasks they require (a task's `requires`), each required task placed
+    before the first task that requires it; otherwise in the given order."""
+    out: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in out:
+            return
+        if name in path:
+            raise ValueError(f"tasks {[*path, name]} require each other in a circle")
+        for needed in getattr(tasks.get(name), "requires", ()):
+            visit(needed, (*path, name))
+        out.append(name)
+
+    for name in requested:
+        visit(name, ())
+    return out
 
 
 def finish_predictions(
@@ -481,7 +501,10 @@ def finish_predictions(
 
     The runtime part after the network (each task's `postprocess`, then `update_state`), shared
     by `MultiTaskNet.predict_with_state` and the exported-model runtime (`drivemtl.export`).
+    Every task's `update_state` sees the predictions of all tasks, and the tasks a task
+    `requires` update before it (so it can read, e.g., the track ids another task assigned).
     """
+    requested = [t for t in with_required(tasks, requested) if t in requested]
     state = state if state is not None else InferenceState()
     predictions = [FramePrediction(meta=meta) for meta in batch.metas]
     for name in requested:
@@ -555,6 +578,17 @@ def _support_tasks(tasks: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
     return support, owners
 
 
+def _check_required(tasks: Mapping[str, Any]) -> None:
+    """Every task's `requires` must be enabled too (a ConfigError naming the task's key)."""
+    for name, task in tasks.items():
+        missing = [t for t in getattr(task, "requires", ()) if t not in tasks]
+        if missing:
+            raise ConfigError(
+                f"model.tasks.{name}: needs the task(s) {missing} enabled as well (it works on "
+                f"their predictions); enabled: {sorted(tasks)}"
+            )
+
+
 def build_model(cfg: ModelConfig) -> MultiTaskNet:
     """MultiTaskNet from a ModelConfig: every stage, one head per task in `cfg.tasks`."""
     from drivemtl.models.adapters import ADAPTERS
@@ -566,6 +600,7 @@ def build_model(cfg: ModelConfig) -> MultiTaskNet:
     if not cfg.tasks:
         raise ValueError("model.tasks is empty: enable at least one task")
     tasks = {name: TASKS.get(name)(task_cfg) for name, task_cfg in cfg.tasks.items()}
+    _check_required(tasks)
     support, owners = _support_tasks(tasks)
     backbone = build_backbone(cfg)
     neck = build_neck(cfg, [int(c) for c in backbone.out_channels])
@@ -595,4 +630,11 @@ def build_model(cfg: ModelConfig) -> MultiTaskNet:
                         support_owner=owners)  # fmt: skip
 
 
-__all__ = ["ModelOutputs", "MultiTaskNet", "TaskConfig", "build_model", "finish_predictions"]
+__all__ = [
+    "ModelOutputs",
+    "MultiTaskNet",
+    "TaskConfig",
+    "build_model",
+    "finish_predictions",
+    "with_required",
+]

@@ -10,6 +10,7 @@ from drivemtl.tasks import (  # noqa: F401  (importing registers every task)
     instance,
     lanes,
     mot,
+    mots,
     normals,
     pose,
     semantic,
@@ -24,6 +25,7 @@ from drivemtl.tasks.families import (  # noqa: F401  (importing registers every 
     quasi_dense,
     roi,
     sparse_rcnn,
+    track_join,
     two_stage,
 )
 from drivemtl.tasks.families.base import HEAD_FAMILIES, HeadFamily

@@ -68,6 +68,9 @@ class Task:
     `data_fields`); `default_head` is the head family
     used when the config names none; `Extras` is the pydantic model of task-specific head options
     (class lists, decoding thresholds) validated together with the family's own options.
+    `requires` names tasks that must be enabled with this one (their predictions are its input):
+    the model refuses a config without them, runs them whenever this task is requested, and runs
+    their `update_state` before this task's.
     """
 
     name: ClassVar[str]
@@ -76,6 +79,7 @@ class Task:
     metric: ClassVar[str]
     default_head: ClassVar[str]
     Extras: ClassVar[type[BaseModel] | None] = None
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         if self.name not in TASK_FIELDS:
