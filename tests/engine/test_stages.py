@@ -192,3 +192,24 @@ def test_aliases_stand_for_several_globs_as_one_pattern() -> None:
     assert len(plan.trainable) == len(all_names) - 4
     with pytest.raises(FreezeError, match="trainable pattern '@adapter' matches no parameter"):
         plan_freezing(all_names, ["@adapter"], [], aliases=aliases)
+
+
+def test_per_decoder_skips_a_decoder_without_parameters() -> None:
+    from types import SimpleNamespace
+
+    from drivemtl.engine.stages import PerDecoderOptions, per_decoder
+
+    trained: list[str] = []
+    request = SimpleNamespace(
+        tasks=["mot", "mots"],
+        name="finetune",
+        where="recipe.stages[3]",
+        parameter_names=["heads.mot.fc.weight", "backbone.conv1.weight"],
+        decoder_prefixes=lambda task: [f"heads.{task}."],
+        labelled_sets=lambda task: ["tracking"],
+        train=lambda name, tasks, **kw: trained.append(name) or name,
+        merge=lambda parts: ("merge", dict(parts)),
+    )
+    units = per_decoder(PerDecoderOptions(type="per_decoder"), request)  # type: ignore[arg-type]
+    assert trained == ["finetune.mot"]
+    assert units[-1] == ("merge", {"mot": "finetune.mot"})

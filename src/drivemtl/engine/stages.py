@@ -475,7 +475,8 @@ def per_decoder(options: PerDecoderOptions, request: StageRequest) -> list[Unit]
     """One unit per task (its decoder trained alone on the sets labelled for it) plus a merge.
 
     Every sub-stage starts from the stage's start point; the merge takes each task's decoder from
-    its sub-stage and everything else from the start point.
+    its sub-stage and everything else from the start point. A task whose decoder has no
+    parameters (e.g. MOTS joining other tasks' outputs) has nothing to fine-tune and is skipped.
     """
     plans: list[Unit] = []
     parts: dict[str, str] = {}
@@ -483,6 +484,8 @@ def per_decoder(options: PerDecoderOptions, request: StageRequest) -> list[Unit]
         prefixes = request.decoder_prefixes(task)
         if not options.include_support:
             prefixes = prefixes[:1]
+        if not any(n.startswith(tuple(prefixes)) for n in request.parameter_names):
+            continue
         sub = f"{request.name}.{task}"
         plans.append(
             request.train(
