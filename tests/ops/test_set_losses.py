@@ -83,7 +83,9 @@ def test_class_focal_cost_is_positive_minus_negative_term() -> None:
         for g, c in enumerate(classes.tolist()):
             x = float(logits[q, c])
             ref = _focal(x, 1.0) - _focal(x, 0.0)
-            assert math.isclose(float(cost[q, g]), ref, rel_tol=1e-5, abs_tol=1e-7)  # eps 1e-8 in log
+            assert math.isclose(
+                float(cost[q, g]), ref, rel_tol=1e-5, abs_tol=1e-7
+            )  # eps 1e-8 in log
     # a confident correct query costs less than an unsure one
     sure = pairwise_class_focal_cost(torch.tensor([[5.0, -5.0]]), torch.tensor([0]))
     unsure = pairwise_class_focal_cost(torch.tensor([[0.0, 0.0]]), torch.tensor([0]))
