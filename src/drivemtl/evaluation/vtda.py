@@ -140,14 +140,17 @@ def _resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 class VtdFlowEvaluator(FlowEvaluator):
     """`drivemtl eval` side of the VTD flow proxy (`flow/mIoU`, a VTDA association input): the
     next frame's tracked instance masks warped back with the predicted flow against the key
-    frame's, plus EPE where true flow is labelled. Needs clips whose first reference frame is the
-    next frame of the same video (`clip.sampling: next`); other samples are not scored."""
+    frame's, plus EPE / Fl-all where true flow is labelled. Needs clips whose first reference
+    frame is the next frame of the same video (`clip.sampling: next`); other samples are not
+    scored."""
 
     def update(self, predictions: list[FramePrediction], batch: Batch) -> None:
-        """Add the samples with a flow prediction (and, for the proxy, the next frame)."""
+        """Add the samples with a flow prediction to their next frame (a prediction to another
+        reference, e.g. the previous frame at a video's end, is not scored against the true
+        forward flow)."""
         reference = batch.reference
         for i, pred in enumerate(predictions):
-            if pred.flow is None:
+            if pred.flow is None or reference is None or not _is_next_frame(batch, reference, i):
                 continue
             size = batch.image_sizes[i]
             flow = _resize_flow(pred.flow, size)
@@ -157,8 +160,6 @@ class VtdFlowEvaluator(FlowEvaluator):
                 )
                 self.add_flow(batch.flow[i, :, : size[0], : size[1]].cpu().numpy(), flow,
                               None if valid is None else valid.cpu().numpy())  # fmt: skip
-            if reference is None or not _is_next_frame(batch, reference, i):
-                continue
             self.add_masks(instance_id_map(batch.instances[i], size),
                            instance_id_map(reference.instances[i], size), flow)  # fmt: skip
 

@@ -63,8 +63,9 @@ class Features:
     C2..C5; input_size: padded (H, W) of the batch; image_sizes: each image's (h, w) inside the
     padding; groups: group name -> shared map; objects: the object stream once a stage has
     provided it; tasks: task name -> decoder features; extras: plug-in name -> anything.
-    reference: in training on clips, when a stage declares it needs the `reference` stream, the
-    features of the batch's reference frames (backbone + neck, and the object stream's proposals
+    reference: on clips, when a stage declares it needs the `reference` stream (at inference: a
+    stage whose module sets `reference_at_inference`, e.g. a flow head), the features of the
+    batch's reference frames (backbone + neck, and in training the object stream's proposals
     computed without gradient); None otherwise.
     """
 

@@ -399,19 +399,31 @@ class MultiTaskNet(nn.Module):
         outputs = ModelOutputs(features=features)
         schedule = self.schedule(requested)
         reference = batch.reference
-        if use_targets and reference is not None and any(REFERENCE in s.needs for s in schedule):
-            features.reference = self.reference_features(reference)
+        if reference is not None and self._reads_reference(schedule, use_targets):
+            features.reference = self.reference_features(reference, objects=use_targets)
         for stage in schedule:
             self._run(stage, features, batch if use_targets else None, outputs)
         return outputs
 
-    def reference_features(self, reference: Batch) -> Features:
-        """Backbone + neck on a clip's reference frames (with gradient), plus the object stream's
-        proposals / detections run in inference mode without gradient (as QDTrack runs its RPN
-        on the reference frame), when some stage provides that stream."""
+    def _reads_reference(self, schedule: Sequence[Stage], targets: bool) -> bool:
+        """Whether a scheduled stage reads the reference stream: in training any stage that
+        needs it; at inference only those whose module sets `reference_at_inference` (a flow
+        head, which predicts from the frame pair; a tracker head embeds the key frame alone)."""
+        readers = [s for s in schedule if REFERENCE in s.needs]
+        if targets:
+            return bool(readers)
+        return any(
+            getattr(self.get_submodule(s.path), "reference_at_inference", False) for s in readers
+        )
+
+    def reference_features(self, reference: Batch, objects: bool = True) -> Features:
+        """Backbone + neck on a clip's reference frames (with gradient), plus, with `objects`
+        (training), the object stream's proposals / detections run in inference mode without
+        gradient (as QDTrack runs its RPN on the reference frame), when some stage provides that
+        stream."""
         features = self.extract(reference.images, reference.image_sizes)
         producers = [s for s in self.stage_list if OBJECTS in s.provides]
-        if producers:
+        if producers and objects:
             scratch = ModelOutputs(features=features)
             with torch.no_grad():
                 for stage in order_stages(self.stage_list, [OBJECTS]):
