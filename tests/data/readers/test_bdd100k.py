@@ -76,6 +76,16 @@ def test_box_track_frames_labels_and_track_ids(track_root):
     assert len({i for i, _ in ids}) == len(ids) == len({t for _, t in ids})
 
 
+def test_a_tracking_set_without_flow_labels_trains_flow_from_its_frames(track_root):
+    """Real BDD100K tracking folders have no flow: `flow` in the set's tasks reads nothing and
+    keeps the task (unsupervised flow learns from the frame pairs)."""
+    root, fixtures = track_root
+    labels = fixtures / "box_track" / "track_sample_anns.json"
+    ds = _dataset(root, ["mot", "flow"], paths={"labels": str(labels)}, categories="box_track")
+    sample = ds[0]
+    assert sample.tasks == {"mot", "flow"} and sample.flow is None
+
+
 def test_detection_categories_from_official_toml(track_root):
     root, fixtures = track_root
     ds = _dataset(

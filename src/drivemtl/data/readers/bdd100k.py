@@ -352,7 +352,8 @@ class BDD100KReader(ImageSetReader):
             sample.semantic = self._semantic(record, labels, orig, size, where)
         for task in sorted(tasks - OWN_TASKS):
             self._read_fields(sample, task, record, orig, size)
-        if "flow" in tasks:
+        if "flow" in tasks and self.dense_dirs["flow"].is_dir():
+            # Without a flow folder the set trains flow unsupervised, from its frame pairs alone.
             flow_path = self._label_file("flow", record)
             if not flow_path.is_file() and self._is_last_of_video(index):
                 tasks.discard("flow")  # forward flow does not exist for a video's last frame
