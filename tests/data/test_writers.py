@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from drivemtl.data.bitmasks import decode_instance_bitmask, decode_lanes, rle_to_mask
-from drivemtl.data.png_codecs import decode_depth, read_png_unchanged
+from drivemtl.data.png_codecs import decode_depth, decode_flow, encode_flow, read_png_unchanged
 from drivemtl.data.writers import PredictionWriter
 from drivemtl.structures import FramePrediction, Instances, SampleMeta
 from drivemtl.structures.scalabel import load_frames
@@ -124,3 +124,65 @@ def test_mots_outputs_hold_the_tracked_masks_with_their_track_ids(tmp_path) -> N
     assert bitmask.ids.tolist() == [1, 13] and bitmask.categories.tolist() == [2, 0]
     assert np.array_equal(bitmask.masks[0], masks[1].numpy())
     assert np.array_equal(bitmask.masks[1], first.numpy())
+
+
+def frame(index, track_ids=None, flow=None, video="vid"):
+    meta = SampleMeta(
+        name=f"{video}-{index + 1:07d}.jpg", image_set="s", orig_size=(4, 5), video=video,
+        frame_index=index,
+    )  # fmt: skip
+    detections = Instances(
+        boxes=torch.tensor([[0.0, 1.0, 2.0, 3.0], [1.0, 1.5, 4.0, 3.5]]),
+        classes=torch.tensor([0, 2]),
+        scores=torch.tensor([0.9, 0.4]),
+        track_ids=None if track_ids is None else torch.tensor(track_ids),
+    )
+    return FramePrediction(meta=meta, detections=detections, flow=flow)
+
+
+def test_box_track_json_holds_only_tracked_boxes_with_track_ids(tmp_path):
+    writer = PredictionWriter(tmp_path)
+    writer.add(frame(0, [7, -1]))
+    writer.add(frame(1, [-1, -1]))
+    writer.add(frame(2, [7, 9]))
+    writer.close()
+    tracks = load_frames(tmp_path / "box_track.json")
+    assert [(f.name, f.videoName, f.frameIndex) for f in tracks] == [
+        ("vid-0000001.jpg", "vid", 0), ("vid-0000002.jpg", "vid", 1), ("vid-0000003.jpg", "vid", 2),
+    ]  # fmt: skip
+    assert [[label.id for label in f.labels] for f in tracks] == [["7"], [], ["7", "9"]]
+    second = tracks[2].labels[1]
+    assert second.category == "car" and abs(second.score - 0.4) < 1e-6
+    assert (second.box2d.x1, second.box2d.y1, second.box2d.x2, second.box2d.y2) == (
+        1.0, 1.5, 4.0, 3.5,
+    )  # fmt: skip
+    every = load_frames(tmp_path / "predictions.json")  # unchanged: untracked boxes stay
+    assert [len(f.labels) for f in every] == [2, 2, 2]
+    assert [label.id for label in every[0].labels] == ["7", "-2"]
+
+
+def test_no_box_track_json_without_track_ids(tmp_path):
+    writer = PredictionWriter(tmp_path)
+    writer.add(frame(0))
+    writer.close()
+    assert (tmp_path / "predictions.json").is_file()
+    assert not (tmp_path / "box_track.json").exists()
+
+
+def test_flow_round_trips_through_kitti_pngs(tmp_path):
+    rng = np.random.default_rng(0)
+    flow = rng.uniform(-300, 300, size=(2, 4, 5)).astype(np.float32)
+    flow[1, 0, 0] = np.nan  # invalid
+    png = encode_flow(flow, np.ones((4, 5), dtype=bool))
+    assert png.dtype == np.uint16 and png.shape == (4, 5, 3)
+    expected = np.rint(flow[0, 1, 2] * 64 + 2**15)
+    assert png[1, 2, 0] == expected and png[1, 2, 2] == 1 and png[0, 0, 2] == 0
+    decoded, valid = decode_flow(png)
+    assert not valid[0, 0] and valid.sum() == 19
+    assert np.abs(decoded - np.nan_to_num(flow, nan=0.0))[:, valid].max() <= 0.5 / 64
+
+    writer = PredictionWriter(tmp_path)
+    writer.add(frame(0, flow=torch.from_numpy(flow)))
+    writer.close()
+    written, written_valid = decode_flow(read_png_unchanged(tmp_path / "flow" / "vid-0000001.png"))
+    assert np.array_equal(written_valid, valid) and np.array_equal(written, decoded)

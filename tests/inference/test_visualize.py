@@ -6,6 +6,7 @@ from drivemtl.inference.visualize import (
     display_scale,
     draw_overlay,
     draw_panels,
+    flow_to_color,
     legend_entries,
     with_legend,
 )
@@ -164,3 +165,33 @@ def test_panels_are_drawn_at_the_display_scale() -> None:
     }  # fmt: skip
     native = draw_panels(image, prediction(10, 12, depth=depth))
     assert np.array_equal(panels["depth"][::2, ::2], native["depth"])
+
+
+def uniform(u, v, h=3, w=4):
+    return np.stack([np.full((h, w), u, dtype=np.float32), np.full((h, w), v, dtype=np.float32)])
+
+
+def test_zero_flow_is_white():
+    out = flow_to_color(np.zeros((2, 5, 6), dtype=np.float32))
+    assert out.dtype == np.uint8 and out.shape == (5, 6, 3)
+    assert (out == 255).all()
+
+
+def test_full_vectors_take_the_wheel_colour_of_their_direction():
+    # angle 0 (+x) is the wheel's first entry, pure red (Baker et al.: RY segment starts at red)
+    assert (flow_to_color(uniform(3.0, 0.0)) == [255, 0, 0]).all()
+    # -x is half-way round: entry 27 of 55 = the cyan-blue segment's third step,
+    # (0, 255 - floor(255 * 2 / 11), 255) = (0, 209, 255)
+    assert (flow_to_color(uniform(-0.2, 0.0)) == [0, 209, 255]).all()
+
+
+def test_saturation_grows_with_magnitude_and_scale_does_not_matter():
+    flow = np.zeros((2, 1, 4), dtype=np.float32)
+    flow[0, 0] = [0.0, 1.0, 2.0, 4.0]  # same direction (+x), growing magnitude
+    out = flow_to_color(flow).astype(int)
+    distance = np.abs(255 - out[0]).sum(axis=-1)  # away from white
+    assert list(distance) == sorted(distance) and len(set(distance)) == 4
+    # relative magnitude r: red stays 255, green and blue are floor(255 * (1 - r))
+    expected = np.floor(255 * (1 - np.array([0.0, 0.25, 0.5, 1.0]) / (1 + 1e-5 / 4)))
+    assert np.array_equal(out[0, :, 1], expected) and (out[0, :, 0] == 255).all()
+    assert np.array_equal(flow_to_color(flow * 10), flow_to_color(flow))

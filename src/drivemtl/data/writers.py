@@ -12,6 +12,11 @@ outputs proper hold **only tracked instances**, their masks made disjoint by pai
 lowest to the highest score (the official MOTS evaluation refuses overlapping masks): Scalabel
 frames with RLE labels whose id is the track id (`mots.json`, `mots_frame`), and RGBA bitmasks
 `masks/seg_track/<stem>.png` with instance id = track id + 1 (0 is background).
+
+Box tracking (boxes with `track_ids`: the MOT detections, else the MOTS instances):
+`box_track.json` holds, for every frame, only the tracked boxes (track id >= 0, label id = the
+track id), written when some frame carried track ids. Flow: `flow/<stem>.png`, KITTI 16-bit
+(u, v, valid), value = flow * 64 + 2**15, every finite vector valid.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from torch import Tensor
 
 from drivemtl.data.bitmasks import mask_to_rle
 from drivemtl.data.field_codecs import codec_of
-from drivemtl.data.png_codecs import encode_instance_rgba, write_png
+from drivemtl.data.png_codecs import encode_flow, encode_instance_rgba, write_png
 from drivemtl.structures.bdd import DETECTION_CLASSES_10, POSE_JOINTS, TAG_ATTRIBUTES
 from drivemtl.structures.fields import fields_of_kind
 from drivemtl.structures.instances import Instances
@@ -42,6 +47,7 @@ from drivemtl.structures.scalabel import (
 
 INSTANCE_FOLDER = "masks/ins_seg"  # RGBA instance bitmasks (official BDD100K prediction layout)
 MOTS_FOLDER = "masks/seg_track"  # RGBA MOTS bitmasks, instance id = track id + 1
+FLOW_FOLDER = "flow"  # KITTI 16-bit flow PNGs
 
 
 def _np(value: Tensor) -> np.ndarray:
@@ -162,6 +168,9 @@ def write_dense(prediction: FramePrediction, out_dir: Path) -> list[Path]:
         value = prediction.get(spec.name)
         if value is not None and spec.prediction_path is not None:
             put(spec.prediction_path, codec_of(spec).encode(_np(value), spec))
+    if prediction.flow is not None:
+        flow = _np(prediction.flow)
+        put(FLOW_FOLDER, encode_flow(flow, np.isfinite(flow).all(axis=0)))
     if prediction.instances is not None and prediction.instances.masks is not None:
         put(INSTANCE_FOLDER, _instance_bitmask(prediction.instances))
         if prediction.instances.track_ids is not None:
@@ -228,6 +237,35 @@ def mots_frame(
     return Frame(name=meta.name, videoName=meta.video, frameIndex=meta.frame_index, labels=labels)
 
 
+def tracked_boxes(prediction: FramePrediction) -> Instances | None:
+    """The prediction's boxes with track ids: the detections' (MOT), else the instances'
+    (MOTS); None when neither carries track ids."""
+    for instances in (prediction.detections, prediction.instances):
+        if instances is not None and instances.track_ids is not None:
+            return instances
+    return None
+
+
+def box_track_frame(
+    prediction: FramePrediction, class_names: Sequence[str] = DETECTION_CLASSES_10
+) -> Frame | None:
+    """The Scalabel box-tracking frame of one prediction: one box label per tracked box (track
+    id >= 0, label id = str(track id)) of `tracked_boxes`; None when there are none."""
+    boxes = tracked_boxes(prediction)
+    if boxes is None:
+        return None
+    keep = boxes.track_ids >= 0
+    tracked = Instances(
+        boxes=boxes.boxes[keep],
+        classes=boxes.classes[keep],
+        scores=None if boxes.scores is None else boxes.scores[keep],
+        track_ids=boxes.track_ids[keep],
+    )
+    meta = prediction.meta
+    labels = _box_labels(tracked, class_names, 0, with_masks=False)
+    return Frame(name=meta.name, videoName=meta.video, frameIndex=meta.frame_index, labels=labels)
+
+
 def _instance_bitmask(instances: Instances) -> np.ndarray:
     """Paint instances from lowest to highest score into one RGBA bitmask (ids 1..N)."""
     masks = _np(instances.masks).astype(bool)
@@ -250,20 +288,33 @@ class PredictionWriter:
     class_names: Sequence[str] = DETECTION_CLASSES_10
     frames: list[Frame] = field(default_factory=list)
     mots_frames: list[Frame] = field(default_factory=list)
+    box_track_frames: list[Frame] = field(default_factory=list)
+    tracked: bool = False  # some frame carried track ids
 
     def add(self, prediction: FramePrediction) -> None:
         """Record one frame's prediction (dense maps are written at once)."""
+        meta = prediction.meta
         self.frames.append(prediction_to_frame(prediction, self.class_names))
+        box_track = box_track_frame(prediction, self.class_names)
+        self.tracked |= box_track is not None
+        self.box_track_frames.append(
+            box_track
+            or Frame(name=meta.name, videoName=meta.video, frameIndex=meta.frame_index, labels=[])
+        )
         inst = prediction.instances
         if inst is not None and inst.masks is not None and inst.track_ids is not None:
             self.mots_frames.append(mots_frame(prediction, self.class_names))
         write_dense(prediction, self.out_dir)
 
     def close(self) -> Path:
-        """Write `predictions.json` (Scalabel list of frames), and `mots.json` (the MOTS frames)
-        when some frame had tracked instance masks; returns the path of `predictions.json`."""
+        """Write `predictions.json` (Scalabel list of frames), `box_track.json` (the tracked
+        boxes of every frame) when some frame carried track ids, and `mots.json` (the MOTS
+        frames) when some frame had tracked instance masks; returns the path of
+        `predictions.json`."""
         path = self.out_dir / "predictions.json"
         save_frames(self.frames, path)
+        if self.tracked:
+            save_frames(self.box_track_frames, self.out_dir / "box_track.json")
         if self.mots_frames:
             save_frames(self.mots_frames, self.out_dir / "mots.json")
         return path

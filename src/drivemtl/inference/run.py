@@ -15,12 +15,14 @@ from drivemtl.engine.run_config import RunConfig
 from drivemtl.errors import DriveMTLError
 from drivemtl.inference.predictor import Predictor
 from drivemtl.inference.sources import VideoWriter, open_source
+from drivemtl.inference.trails import TrackTrails
 from drivemtl.inference.visualize import (
     DISPLAY_SCORE,
     DISPLAY_WIDTH,
     display_scale,
     draw_overlay,
     draw_panels,
+    flow_to_color,
     legend_entries,
     with_legend,
 )
@@ -35,6 +37,7 @@ class PredictResult:
     predictions: Path
     overlays: list[Path] = field(default_factory=list)
     panels: list[Path] = field(default_factory=list)
+    flow_pictures: list[Path] = field(default_factory=list)
     video: Path | None = None
 
 
@@ -82,12 +85,18 @@ def run_predict(
     a bad folder fails before the model runs. Overlays draw detections scoring from
     `display_score` on (the prediction files keep every one), on frames upscaled by a whole
     factor to about `display_width` pixels (0: the frame's own size); the overlay pictures have a
-    legend below them, the video's frames do not (its frame size stays fixed)."""
+    legend below them, the video's frames do not (its frame size stays fixed).
+
+    Video frames are tracked (`mot` / `mots`): ids keep their colours and the overlays draw
+    each track's trail (its last 10 box-bottom centres, reset per video; still
+    images have none); the writer adds `box_track.json` (and `mots.json`). Predicted flow is
+    written as KITTI PNGs `flow/<stem>.png` and colour-wheel pictures `flow_vis/<stem>.png`."""
     check_output_dir(out_dir)
     refuse_overwrite(Path(out_dir) / "predictions.json", overwrite)
     frames = open_source(source)
     predictor = make_predictor(config, checkpoint, onnx, device, tasks)
     writer = PredictionWriter(out_dir)
+    trails = TrackTrails()
     result = PredictResult(frames=0, predictions=out_dir / "predictions.json")
     video = None
     if frames.kind == "video":
@@ -104,10 +113,16 @@ def run_predict(
                 name = frame.name
                 prediction = predictor(frame.image, name, frame.index, frame.video)
                 writer.add(prediction)
+                trails.update(prediction)
                 scale = display_scale(frame.image.shape[1], display_width) if display_width else 1
-                overlay = draw_overlay(frame.image, prediction, display_score, scale)
+                overlay = draw_overlay(
+                    frame.image, prediction, display_score, scale, trails.trails or None
+                )
                 legend = with_legend(overlay, legend_entries(prediction, display_score))
                 stem = Path(name).stem
+                if prediction.flow is not None:
+                    path = out_dir / "flow_vis" / f"{stem}.png"
+                    result.flow_pictures.append(_write_rgb(path, flow_to_color(prediction.flow)))
                 result.overlays.append(_write_rgb(out_dir / "overlays" / f"{stem}.png", legend))
                 if panels:
                     for task, picture in draw_panels(frame.image, prediction, scale).items():

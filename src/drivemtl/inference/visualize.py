@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -180,15 +180,32 @@ def upscale(picture: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(picture, scale, axis=0), scale, axis=1)
 
 
+Trails = Mapping[int, Sequence[tuple[float, float]]]  # track id -> points, original pixels
+
+
+def draw_trails(canvas: np.ndarray, trails: Trails, scale: int = 1) -> None:
+    """In place: each track's points (original pixels, oldest first) as a polyline in the
+    track's colour (`instance_colour(track id)`) on the `scale`-times canvas."""
+    thickness = max(1, round(min(canvas.shape[:2]) / 300))
+    for ident, points in trails.items():
+        if len(points) < 2:
+            continue
+        line = np.array([[round(x * scale), round(y * scale)] for x, y in points], dtype=np.int32)
+        cv2.polylines(canvas, [line], False, instance_colour(int(ident)), thickness, cv2.LINE_8)
+
+
 def draw_overlay(
     image: np.ndarray,
     prediction: FramePrediction,
     score_threshold: float = DISPLAY_SCORE,
     scale: int = 1,
+    trails: Trails | None = None,
 ) -> np.ndarray:
     """One RGB picture with every predicted task drawn on `image` (H, W, 3 uint8, original
     size), `scale` times larger; boxes, masks and poses scoring below `score_threshold` are not
-    drawn (they stay in the prediction files and count for AP)."""
+    drawn (they stay in the prediction files and count for AP). `trails` (track id -> recent
+    box-bottom-centre points in original pixels) are drawn under the boxes as polylines in the
+    tracks' colours."""
     canvas = np.ascontiguousarray(image.copy())
     if prediction.semantic is not None:
         draw_class_map(canvas, _np(prediction.semantic), SEMANTIC_PALETTE, 0.45, skip=())
@@ -197,6 +214,8 @@ def draw_overlay(
     if prediction.lanes is not None:
         draw_class_map(canvas, _np(prediction.lanes)[0], LANE_PALETTE, 0.9, skip=(0,))
     canvas = np.ascontiguousarray(upscale(canvas, scale))
+    if trails:
+        draw_trails(canvas, trails, scale)
     for instances in (prediction.instances, prediction.detections, prediction.poses):
         if instances is not None and len(instances):
             draw_instances(canvas, instances, score_threshold=score_threshold, scale=scale)
@@ -352,3 +371,45 @@ def field_panel(value: np.ndarray, visual: str) -> np.ndarray:
         return np.ascontiguousarray(coloured[..., ::-1])
     vectors = np.moveaxis(value[:3], 0, -1)
     return np.clip((vectors + 1.0) * 127.5, 0, 255).astype(np.uint8)
+
+
+def _colour_wheel() -> np.ndarray:
+    """The Middlebury flow colour wheel (Baker et al. 2011): [55, 3] RGB in 0..255, hues red ->
+    yellow -> green -> cyan -> blue -> magenta in 15, 6, 4, 11, 13, 6 steps."""
+    segments = ((15, 0, 1, True), (6, 1, 0, False), (4, 1, 2, True), (11, 2, 1, False),
+                (13, 2, 0, True), (6, 0, 2, False))  # fmt: skip  # (steps, full, ramp, rising)
+    rows = []
+    for steps, full, ramp, rising in segments:
+        block = np.zeros((steps, 3))
+        block[:, full] = 255
+        ramp_values = np.floor(255 * np.arange(steps) / steps)
+        block[:, ramp] = ramp_values if rising else 255 - ramp_values
+        rows.append(block)
+    return np.concatenate(rows)
+
+
+COLOUR_WHEEL = _colour_wheel()
+
+
+def flow_to_color(flow: np.ndarray | Tensor) -> np.ndarray:
+    """Flow [2, H, W] (pixels) -> RGB uint8 [H, W, 3] on the Middlebury colour wheel.
+
+    Vectors are divided by the frame's largest magnitude: the hue is the direction (+x red),
+    the saturation the relative magnitude (zero flow white, the largest vector the wheel's full
+    colour); non-finite vectors count as zero. As the reference code (`flow_vis`, Baker et al.)."""
+    u, v = (np.nan_to_num(np.asarray(c, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            for c in _np(flow))  # fmt: skip
+    radius = np.sqrt(u**2 + v**2)
+    top = float(radius.max()) if radius.size else 0.0
+    u, v, radius = u / (top + 1e-5), v / (top + 1e-5), radius / (top + 1e-5)
+    count = len(COLOUR_WHEEL)
+    angle = np.arctan2(-(v + 0.0), -u) / np.pi  # +x: -1 (wheel start); v + 0.0 drops a -0.0
+    position = (angle + 1.0) / 2.0 * (count - 1)
+    k0 = np.floor(position).astype(np.int64)
+    k1 = (k0 + 1) % count
+    f = (position - k0)[..., None]
+    colour = ((1 - f) * COLOUR_WHEEL[k0] + f * COLOUR_WHEEL[k1]) / 255.0
+    inside = radius <= 1
+    colour[inside] = 1 - radius[inside, None] * (1 - colour[inside])
+    colour[~inside] *= 0.75
+    return np.floor(255 * colour).astype(np.uint8)
