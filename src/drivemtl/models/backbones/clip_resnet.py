@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from drivemtl.models.backbones.frozen import FrozenStagesMixin
 from drivemtl.models.backbones.resnet import make_norm
 from drivemtl.models.weights import WeightsError, fit_problems, read_state_dict
 
@@ -133,7 +134,7 @@ class AttentionPool2d(nn.Module):
         return self.c_proj(pooled)
 
 
-class ModifiedResNet(nn.Module):
+class ModifiedResNet(FrozenStagesMixin):
     """CLIP's ResNet image tower: ``forward(images) -> [C2, C3, C4, C5]``, ``embed(images)``.
 
     ``layers`` are the blocks per stage ((3, 4, 6, 3) = RN50), ``width`` the stem width (C2..C5
@@ -200,19 +201,6 @@ class ModifiedResNet(nn.Module):
         modules += [self.conv3, self.bn3]
         modules += [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
         return modules
-
-    def _freeze(self) -> None:
-        for module in self.frozen_modules():
-            module.eval()
-            for parameter in module.parameters():
-                parameter.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> ModifiedResNet:
-        """Switch train / eval mode; frozen stages always stay in eval mode."""
-        super().train(mode)
-        for module in self.frozen_modules():
-            module.eval()
-        return self
 
     def stem(self, images: Tensor) -> Tensor:
         """The three-convolution stem and 2x2 average pool (stride 4)."""

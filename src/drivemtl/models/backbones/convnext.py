@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drivemtl.log import get_logger
+from drivemtl.models.backbones.frozen import FrozenStagesMixin
 from drivemtl.models.weights import WeightsError, fit_problems, read_state_dict
 from drivemtl.ops.drop_path import DropPath
 
@@ -91,7 +92,7 @@ def _positive_four(name: str, values: Sequence[int]) -> tuple[int, int, int, int
     return values  # type: ignore[return-value]
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXt(FrozenStagesMixin):
     """ConvNeXt feature extractor: ``forward(images [N, 3, H, W]) -> [C2, C3, C4, C5]``.
 
     `depths` / `dims`: blocks and channels per stage (``CONVNEXT_SPECS``); `drop_path`: the
@@ -156,19 +157,6 @@ class ConvNeXt(nn.Module):
                 modules.append(self.downsample_layers[i])
             modules.append(self.stages[i])
         return modules
-
-    def _freeze(self) -> None:
-        for module in self.frozen_modules():
-            module.eval()
-            for parameter in module.parameters():
-                parameter.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> ConvNeXt:
-        """Switch train / eval mode; frozen stages always stay in eval mode (no drop path)."""
-        super().train(mode)
-        for module in self.frozen_modules():
-            module.eval()
-        return self
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """C2..C5, each through its output LayerNorm, finest first."""

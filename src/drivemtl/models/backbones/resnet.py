@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from drivemtl.models.backbones.frozen import FrozenStagesMixin
+
 NORMS = ("bn", "frozen_bn", "gn")
 
 
@@ -149,7 +151,7 @@ SPECS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int,
 }
 
 
-class ResNet(nn.Module):
+class ResNet(FrozenStagesMixin):
     """ResNet feature extractor: ``forward(images [N, 3, H, W]) -> [C2, C3, C4, C5]`` (selected).
 
     ``out_levels`` picks levels among 2..5 (stride ``2**level``); ``frozen_stages`` = k freezes the
@@ -255,19 +257,6 @@ class ResNet(nn.Module):
         modules: list[nn.Module] = [self.conv1, self.bn1]
         modules += [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
         return modules
-
-    def _freeze(self) -> None:
-        for module in self.frozen_modules():
-            module.eval()
-            for parameter in module.parameters():
-                parameter.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> ResNet:
-        """Switch train / eval mode; frozen stages always stay in eval mode."""
-        super().train(mode)
-        for module in self.frozen_modules():
-            module.eval()
-        return self
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """Feature maps of the requested levels, finest first."""

@@ -27,6 +27,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from drivemtl.config.base import PluginOptions
+from drivemtl.models.backbones.frozen import FrozenStagesMixin
 from drivemtl.models.weights import LoadReport, WeightsError, read_state_dict
 from drivemtl.ops.window_attention import SwinBlock
 
@@ -101,7 +102,7 @@ class SwinStage(nn.Module):
         return x, (x if self.downsample is None else self.downsample(x))
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(FrozenStagesMixin):
     """Swin feature extractor: ``forward(images [B, 3, H, W]) -> [C2, C3, C4, C5]``.
 
     Any image size works (patch embedding, windows and merging pad as needed); ``out_channels``
@@ -163,19 +164,6 @@ class SwinTransformer(nn.Module):
         for i in range(self.frozen_stages):
             modules += [self.layers[i], getattr(self, f"norm{i}")]
         return modules
-
-    def _freeze(self) -> None:
-        for module in self.frozen_modules():
-            module.eval()
-            for parameter in module.parameters():
-                parameter.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> SwinTransformer:
-        """Switch train / eval mode; frozen stages stay in eval mode (no stochastic depth)."""
-        super().train(mode)
-        for module in self.frozen_modules():
-            module.eval()
-        return self
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """C2..C5 as ``[B, C, H, W]``, finest first."""
