@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,12 @@ from drivemtl.evaluation.tracking import (
     IOU_THRESHOLD,
     BoxTrackEvaluator,
     ClearAccumulator,
+    ModelFedTrackEvaluator,
     _assign,
     _integer_ids,
     _is_ignored,
     _track_id,
 )
-from drivemtl.structures import bdd
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.predictions import FramePrediction
@@ -282,7 +282,7 @@ class _MOTSFrame:
 
 
 @EVALUATORS.register("mots")
-class MOTSEvaluator(SegTrackEvaluator):
+class MOTSEvaluator(ModelFedTrackEvaluator, SegTrackEvaluator):
     """`SegTrackEvaluator` fed batch by batch with model predictions (`drivemtl eval`).
 
     Ground truth: the instances (masks + track ids; `ignore` ones are crowd regions) of the
@@ -294,24 +294,9 @@ class MOTSEvaluator(SegTrackEvaluator):
     """
 
     task = "mots"
-
-    def __init__(
-        self, categories: list[str] | tuple[str, ...] = bdd.THING_CLASSES, strict: bool = True
-    ) -> None:
-        self.categories = list(categories)
-        config = replace(default_config("seg_track"), categories=list(categories))
-        super().__init__(config, strict)
-        self.frames: list[_MOTSFrame] = []
-
-    def reset(self) -> None:
-        """Forget all frames and videos."""
-        self.__init__(self.categories, self.strict)  # type: ignore[misc]
-
-    def merge(self, other: BoxTrackEvaluator) -> None:
-        """Add another evaluator's frames and videos."""
-        super().merge(other)
-        assert isinstance(other, MOTSEvaluator)
-        self.frames.extend(other.frames)
+    config_name = "seg_track"
+    pending = ("frames",)
+    frames: list[_MOTSFrame]
 
     def update(self, predictions: list[FramePrediction], batch: Batch) -> None:
         """Add the labelled samples' ground truth and tracked instance masks."""

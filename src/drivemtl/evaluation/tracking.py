@@ -17,6 +17,7 @@ import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
+from typing import ClassVar
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -449,8 +450,38 @@ def _hota_sequence(steps: list[tuple]) -> dict:
     return data
 
 
+class ModelFedTrackEvaluator(BoxTrackEvaluator):
+    """Base of the tracking evaluators `drivemtl eval` feeds batch by batch: the model's class
+    names, the official config `config_name` restricted to them, and the frames added since the
+    last `compute` in the list attributes named by `pending` (kept by `merge`, cleared by
+    `reset`)."""
+
+    config_name: ClassVar[str]
+    pending: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self, categories: list[str] | tuple[str, ...] = bdd.THING_CLASSES, strict: bool = True
+    ) -> None:
+        self.categories = list(categories)
+        config = replace(default_config(self.config_name), categories=list(categories))
+        super().__init__(config, strict)
+        for name in self.pending:
+            setattr(self, name, [])
+
+    def reset(self) -> None:
+        """Forget all frames and videos."""
+        self.__init__(self.categories, self.strict)  # type: ignore[misc]
+
+    def merge(self, other: BoxTrackEvaluator) -> None:
+        """Add another evaluator's frames and videos."""
+        super().merge(other)
+        assert type(other) is type(self)
+        for name in self.pending:
+            getattr(self, name).extend(getattr(other, name))
+
+
 @EVALUATORS.register("mot")
-class MOTEvaluator(BoxTrackEvaluator):
+class MOTEvaluator(ModelFedTrackEvaluator):
     """`BoxTrackEvaluator` fed batch by batch with model predictions (`drivemtl eval`).
 
     Ground truth: the instances (with track ids) of the samples labelled for `mot`; predictions:
@@ -460,26 +491,10 @@ class MOTEvaluator(BoxTrackEvaluator):
     """
 
     task = "mot"
-
-    def __init__(
-        self, categories: list[str] | tuple[str, ...] = bdd.THING_CLASSES, strict: bool = True
-    ) -> None:
-        self.categories = list(categories)
-        config = replace(default_config("box_track"), categories=list(categories))
-        super().__init__(config, strict)
-        self.gt_frames: list[Frame] = []
-        self.pred_frames: list[Frame] = []
-
-    def reset(self) -> None:
-        """Forget all frames and videos."""
-        self.__init__(self.categories, self.strict)  # type: ignore[misc]
-
-    def merge(self, other: BoxTrackEvaluator) -> None:
-        """Add another evaluator's frames and videos."""
-        super().merge(other)
-        assert isinstance(other, MOTEvaluator)
-        self.gt_frames.extend(other.gt_frames)
-        self.pred_frames.extend(other.pred_frames)
+    config_name = "box_track"
+    pending = ("gt_frames", "pred_frames")
+    gt_frames: list[Frame]
+    pred_frames: list[Frame]
 
     def update(self, predictions: list[FramePrediction], batch: Batch) -> None:
         """Add the labelled samples' ground truth and tracked predictions."""
