@@ -121,6 +121,27 @@ def test_task_frequencies():
     assert order[:4] == ["a", "b", "a", "b"]
 
 
+def test_weighted_task_epochs_scale_the_weights():
+    """LV-Adapter's weights: labelled images x epochs; 300 x 1 against 100 x 6 -> 1 : 2."""
+    data = _Sets({"a": 300, "b": 100}, {"a": {"detection"}, "b": {"semantic"}})
+    sampler = SAMPLERS.get("weighted")(
+        data, 1, seed=3, task_epochs={"detection": 1, "semantic": 6}
+    )
+    assert sampler.task_weights() == [300.0, 600.0]  # tasks sorted: detection, semantic
+    counts = Counter(data.set_of(b[0]) for b in sampler)
+    assert abs(counts["b"] - 267) < 40  # binomial(400, 2/3): sd 9.4
+    with pytest.raises(ValueError, match=r"missing: \['semantic'\]"):
+        SAMPLERS.get("weighted")(data, 1, task_epochs={"detection": 2})
+    with pytest.raises(ValueError, match="positive"):
+        SAMPLERS.get("weighted")(data, 1, task_epochs={"detection": 2, "semantic": 0})
+
+
+def test_samplers_declare_their_options():
+    assert SAMPLERS.get("weighted").OPTIONS == ("task_epochs",)
+    assert SAMPLERS.get("set_round_robin").OPTIONS == ("oversample",)
+    assert SAMPLERS.get("none").OPTIONS == ()
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="rank 2 is outside world_size 2"):
         SAMPLERS.get("none")(DATA, 2, rank=2, world_size=2)

@@ -18,6 +18,7 @@ from drivemtl.models.language.tokenizer import (
     VocabularyError,
     bytes_to_unicode,
     find_vocabulary,
+    learn_merges,
     write_vocabulary,
 )
 
@@ -184,3 +185,22 @@ def test_real_vocabulary() -> None:
     ]
     for word in [w for w in words if w.islower()][::100]:
         assert clip.encode(word[:-4]) == [clip.encoder[word]], word
+
+
+def test_learn_merges_hand_computed() -> None:
+    """low x5, lower x2, newest x6, widest x3. Pair counts: (e, s) and (s, t</w>) 9 (tie: the
+    smaller pair first); then (es, t</w>) 9; then (l, o) 7; then (e, w), (n, e) and
+    (w, est</w>) tie at 6 and (e, w) is the smallest."""
+    corpus = ["low"] * 5 + ["lower"] * 2 + ["newest"] * 6 + ["widest"] * 3
+    merges = learn_merges(corpus, max_merges=4)
+    assert merges == [("e", "s"), ("es", "t</w>"), ("l", "o"), ("e", "w")]
+    assert learn_merges(["ab"]) == [("a", "b</w>")]  # stops once every word is one symbol
+
+
+def test_learned_vocabulary_makes_every_corpus_word_one_token(tmp_path: Path) -> None:
+    texts = ["a city street photo with 3 cars and a traffic sign; road, sky.", "traffic light"]
+    tokenizer = CLIPTokenizer(write_vocabulary(tmp_path / "v.txt.gz", learn_merges(texts)))
+    for word in ("city", "street", "traffic", "light", "cars", "road"):
+        assert len(tokenizer.encode(word)) == 1, word
+    assert tokenizer.decode(tokenizer.encode(texts[0])) == texts[0].replace(";", " ;").replace(
+        ",", " ,").replace(".", " .")  # fmt: skip

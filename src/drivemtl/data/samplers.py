@@ -27,7 +27,12 @@ SAMPLERS: Registry[type[MultiSetBatchSampler]] = Registry("sampler")
 
 
 class MultiSetBatchSampler(Sampler[list[int]]):
-    """Base: set bookkeeping, per-epoch RNG and the rank slicing of global batches."""
+    """Base: set bookkeeping, per-epoch RNG and the rank slicing of global batches.
+
+    `OPTIONS` names the keyword options a subclass accepts (a stage's `sampler_options`).
+    """
+
+    OPTIONS: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -173,10 +178,33 @@ class UniformTaskBatchSampler(_TaskSampler):
 
 @SAMPLERS.register("weighted")
 class WeightedTaskBatchSampler(_TaskSampler):
-    """Tasks drawn in proportion to how many samples are labelled for them."""
+    """Tasks drawn in proportion to labelled samples x training epochs (LV-Adapter Sec. 3.2).
+
+    `task_epochs` gives each task's epochs (its single-task schedule); every task's, or none
+    (then all equal: weights are the labelled samples alone).
+    """
+
+    OPTIONS = ("task_epochs",)
+
+    def __init__(
+        self, *args: object, task_epochs: dict[str, float] | None = None, **kwargs: object
+    ) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        epochs = dict(task_epochs or {})
+        missing = [t for t in self.tasks if epochs and t not in epochs]
+        if missing or any(v <= 0 for v in epochs.values()):
+            raise ValueError(
+                f"weighted sampler: task_epochs {epochs} must give a positive number of epochs "
+                f"for every task {self.tasks} (missing: {missing})"
+            )
+        self.task_epochs = epochs
+
+    def task_weights(self) -> list[float]:
+        """Each task's sampling weight: labelled samples x epochs."""
+        return [self._pool_size(t) * self.task_epochs.get(t, 1.0) for t in self.tasks]
 
     def _choose_task(self, step: int, rng: random.Random) -> str:
-        return rng.choices(self.tasks, weights=[self._pool_size(t) for t in self.tasks])[0]
+        return rng.choices(self.tasks, weights=self.task_weights())[0]
 
 
 @SAMPLERS.register("batch_round_robin")
@@ -190,6 +218,8 @@ class BatchRoundRobinSampler(_TaskSampler):
 @SAMPLERS.register("set_round_robin")
 class SetRoundRobinSampler(MultiSetBatchSampler):
     """Each batch from one set; sets take turns, smaller sets' batches spread evenly (VTD)."""
+
+    OPTIONS = ("oversample",)
 
     def __init__(self, *args: object, oversample: bool = False, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ A stage's kind, optimiser, schedule and loss weighting are `type` + options plug
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -47,6 +47,7 @@ class PseudoLabelSourceConfig(StrictModel):
 TRAINING_FIELDS = (
     "pseudo_labels",
     "sampler",
+    "sampler_options",
     "loss_weighting",
     "trainable",
     "frozen",
@@ -80,6 +81,9 @@ class StageConfig(StrictModel):
     sets: list[str] | None = Field(None, description="default: every image set of the data")
     pseudo_labels: list[PseudoLabelSourceConfig] = Field(default_factory=list)
     sampler: str = "none"
+    sampler_options: dict[str, Any] = Field(
+        default_factory=dict, description="the sampler's options, e.g. weighted: task_epochs"
+    )
     batch_size: int = Field(2, gt=0)
     kind: plugin(STAGE_KINDS, "supervised") = Field(  # type: ignore[valid-type]
         default_factory=plugin_default(STAGE_KINDS, "supervised")

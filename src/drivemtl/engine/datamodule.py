@@ -36,6 +36,7 @@ class StageDataModule(L.LightningDataModule):
         seed: int,
         stage_index: int,
         num_workers: int = 0,
+        sampler_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.data = data
@@ -46,6 +47,7 @@ class StageDataModule(L.LightningDataModule):
         self.seed = seed
         self.stage_index = stage_index
         self.num_workers = num_workers
+        self.sampler_options = dict(sampler_options or {})
         self.start = 0
         self.dataset: MultiSetDataset | None = None
 
@@ -82,6 +84,7 @@ class StageDataModule(L.LightningDataModule):
             world_size=world,
             seed=self.seed,
             tasks=self.tasks,
+            **self.sampler_options,
         )
         stream = StreamBatchSampler(
             sampler, self.total_batches, self.start, seed_keys=(self.seed, self.stage_index, rank)

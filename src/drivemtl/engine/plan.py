@@ -533,6 +533,13 @@ def _stage_tasks_and_sets(
         raise RecipeError(
             f"{where}: unknown sampler '{stage.sampler}'; known: {', '.join(SAMPLERS.names())}"
         )
+    accepted = SAMPLERS.get(stage.sampler).OPTIONS
+    unknown_options = sorted(set(stage.sampler_options) - set(accepted))
+    if unknown_options:
+        raise RecipeError(
+            f"{where}: sampler '{stage.sampler}' has no options {unknown_options} "
+            f"(it accepts {list(accepted) or 'none'})"
+        )
     return list(tasks), list(sets)
 
 

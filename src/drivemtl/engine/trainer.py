@@ -374,6 +374,7 @@ def _train(ctx: RunContext, plan: StagePlan) -> StageResult:
         ctx.config.seed,
         plan.index,
         ctx.config.train.num_workers,
+        sampler_options=stage.sampler_options,
     )
     strategy = _strategy(ctx.config, ctx.devices)
     if "spawn" not in strategy:  # spawned processes build their own (datasets hold mp locks)
@@ -462,8 +463,9 @@ def _stage_dataset(ctx: RunContext, plan: StagePlan) -> tuple[Any, int]:
     world = ctx.devices * ctx.config.train.num_nodes
     dataset = build_dataset(plan.data, "train")
     sampler = SAMPLERS.get(stage.sampler)(
-        dataset, stage.batch_size, rank=0, world_size=world, seed=ctx.config.seed, tasks=plan.tasks
-    )
+        dataset, stage.batch_size, rank=0, world_size=world, seed=ctx.config.seed,
+        tasks=plan.tasks, **stage.sampler_options,
+    )  # fmt: skip
     per_epoch = len(sampler)
     if per_epoch == 0:
         raise RecipeError(

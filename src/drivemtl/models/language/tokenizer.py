@@ -131,16 +131,7 @@ class CLIPTokenizer:
             first, second = min(pairs, key=lambda p: self.bpe_ranks.get(p, float("inf")))
             if (first, second) not in self.bpe_ranks:
                 break
-            merged: list[str] = []
-            i = 0
-            while i < len(word):
-                if i + 1 < len(word) and word[i] == first and word[i + 1] == second:
-                    merged.append(first + second)
-                    i += 2
-                else:
-                    merged.append(word[i])
-                    i += 1
-            word = tuple(merged)
+            word = _merge_pair(word, (first, second))
             pairs = pairs_of(word) if len(word) > 1 else set()
         result = " ".join(word)
         self._cache[token] = result
@@ -225,3 +216,53 @@ def write_vocabulary(path: Path, merges: Sequence[tuple[str, str]]) -> Path:
     with gzip.open(path, "wt", encoding="utf-8") as file:
         file.write("\n".join(lines) + "\n")
     return path
+
+
+def word_symbols(text: str) -> list[tuple[str, ...]]:
+    """The pre-tokens of `text` as the BPE sees them: byte characters, the last with ``</w>``."""
+    encoder = bytes_to_unicode()
+    words = []
+    for piece in _PATTERN.findall(clean_text(text)):
+        chars = "".join(encoder[b] for b in piece.encode("utf-8"))
+        words.append((*chars[:-1], chars[-1] + END_OF_WORD))
+    return words
+
+
+def _merge_pair(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    merged: list[str] = []
+    i = 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            merged.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            merged.append(word[i])
+            i += 1
+    return tuple(merged)
+
+
+def learn_merges(texts: Sequence[str], max_merges: int = MAX_MERGES) -> list[tuple[str, str]]:
+    """BPE merges learned from `texts` (Sennrich et al.): repeatedly merge the most frequent
+    adjacent pair (ties: the lexicographically smallest) until every word is one symbol or
+    `max_merges` are learned. A small corpus (e.g. synthetic captions) gets a vocabulary in
+    which each of its words is a single token, so a tiny CLIP can be trained on it."""
+    counts: dict[tuple[str, ...], int] = {}
+    for text in texts:
+        for word in word_symbols(text):
+            counts[word] = counts.get(word, 0) + 1
+    merges: list[tuple[str, str]] = []
+    while len(merges) < min(max_merges, MAX_MERGES):
+        pairs: dict[tuple[str, str], int] = {}
+        for word, n in counts.items():
+            for pair in itertools.pairwise(word):
+                pairs[pair] = pairs.get(pair, 0) + n
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        merged: dict[tuple[str, ...], int] = {}
+        for word, n in counts.items():
+            new = _merge_pair(word, best)
+            merged[new] = merged.get(new, 0) + n
+        counts = merged
+    return merges
