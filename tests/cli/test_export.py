@@ -148,3 +148,33 @@ def test_export_bad_inputs_are_one_line_errors(model_files, exported, capsys):
     code, _, err = run(["export", str(config), "--checkpoint", str(weights), "--out",
                         str(exported[1])], capsys)  # fmt: skip
     assert code == 2 and "model_card.json already exists; pass --overwrite" in err
+
+
+MOT_HEAD = {"channels": 8, "num_convs": 1, "norm_groups": 4, "fc_dim": 16, "embed_dim": 8}
+FLOW_HEAD = {"strides": [16, 8], "decoder_widths": [8], "context_widths": [8],
+             "context_dilations": [1]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("tasks", "refused"),
+    [
+        ({"semantic": {"head": {"channels": 8}}, "flow": {"head": FLOW_HEAD}},
+         "model.tasks.flow head (PWCFlowHead) cannot be exported: it predicts from a frame pair"),
+        ({"detection": {"head": {"roi": {"fc_dim": 16}}}, "instance": {"head": {"channels": 8}},
+          "mot": {"head": MOT_HEAD}, "mots": {}},
+         "model.tasks.mot head (QuasiDenseEmbeddingHead) cannot be exported: a tracker's "
+         "embedding head"),
+    ],
+)  # fmt: skip
+def test_export_refuses_the_video_tasks_by_name(model_files, capsys, tasks, refused):
+    """flow (a frame-pair network) and mot / mots (RoI embeddings + a tracker's state outside
+    the network): a one-line error naming the head and why, and no folder written."""
+    root = model_files[0]
+    config = write_config(root, tasks)
+    torch.manual_seed(0)
+    weights = save_weights(build_model(load_run_config(config).model), root / "v.safetensors")
+    out = root / f"video_{len(tasks)}"
+    code, _, err = run(["export", str(config), "--checkpoint", str(weights), "--out", str(out)],
+                       capsys)  # fmt: skip
+    assert code == 2 and refused in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not (out / "model_card.json").exists()

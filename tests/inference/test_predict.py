@@ -10,7 +10,7 @@ from drivemtl.engine.checkpoint import CheckpointError, save_weights
 from drivemtl.engine.run_config import load_run_config
 from drivemtl.inference.predictor import Predictor
 from drivemtl.inference.run import run_predict
-from drivemtl.inference.sources import VideoWriter
+from drivemtl.inference.sources import VideoWriter, open_source
 from drivemtl.models import build_model
 from drivemtl.structures.scalabel import load_frames
 
@@ -77,8 +77,12 @@ def test_predict_image_folder_and_video(trained, tmp_path):
 
     many = run_predict(config, weights, folder, tmp_path / "many", panels=True, progress=False)
     assert many.frames == 2
-    names = [f.name for f in load_frames(many.predictions)]
-    assert names == ["f0.png", "f1.png"]
+    parsed = load_frames(many.predictions)
+    assert [f.name for f in parsed] == ["f0.png", "f1.png"]
+    # a folder of frames is one video named after the folder, with an MP4 like a video file
+    assert [(f.videoName, f.frameIndex) for f in parsed] == [("imgs", 0), ("imgs", 1)]
+    assert many.videos == [tmp_path / "many" / "imgs_overlay.mp4"]
+    assert len(list(open_source(many.video))) == 2
     assert (tmp_path / "many" / "masks" / "sem_seg" / "f0.png").is_file()
     assert (tmp_path / "many" / "panels" / "depth" / "f1.png").is_file()
 
@@ -91,10 +95,94 @@ def test_predict_image_folder_and_video(trained, tmp_path):
         config, weights, video, tmp_path / "vid", tasks=["semantic", "detection"], progress=False
     )
     assert clip.frames == 3 and clip.video.is_file() and clip.video.stat().st_size > 0
+    assert clip.videos == [tmp_path / "vid" / "clip_overlay.mp4"]
     parsed = load_frames(clip.predictions)
     assert [f.frameIndex for f in parsed] == [0, 1, 2] and parsed[0].videoName == "clip"
     assert parsed[0].name == "clip-0000001.jpg"
     assert not (tmp_path / "vid" / "masks" / "drivable").exists()  # only the asked tasks
+
+
+# An untrained detector + QDTrack model whose tracker starts a track for every detection.
+TRACKING = {
+    "detection": {
+        "head": {
+            "rpn": {"pre_nms_topk_test": 100, "post_nms_topk_test": 32},
+            "roi": {"fc_dim": 32, "detections_per_image": 5},
+        }
+    },
+    "mot": {
+        "head": {
+            "channels": 16, "num_convs": 1, "norm_groups": 4, "fc_dim": 32, "embed_dim": 16,
+            "tracker": {"init_score": 0.0, "object_score": 0.0},
+        }
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    """A tiny detection + MOT config and (untrained) weights for it."""
+    root = tmp_path_factory.mktemp("mot_model")
+    cfg = {
+        "model": {"backbone": {"width": 8}, "neck": {"out_channels": 16}, "tasks": TRACKING},
+        "data": {
+            "sets": {"s": {"root": str(root), "tasks": ["detection"]}},
+            "transforms": {"heights": [64]},
+        },
+    }
+    path = root / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    config = load_run_config(path)
+    torch.manual_seed(0)
+    return config, save_weights(build_model(config.model), root / "w.safetensors")
+
+
+def _ids(prediction) -> list[int]:
+    return prediction.detections.track_ids.tolist()
+
+
+def test_a_tracking_folder_is_tracked_video_by_video(tracking, tmp_path):
+    """A BDD100K tracking folder (one sub-folder per video): track ids carry over between the
+    frames of a video exactly as the predictor's state carries them, every video starts with a
+    fresh tracker, box_track.json groups the frames by video, and each video gets its MP4."""
+    import cv2
+
+    config, weights = tracking
+    root = tmp_path / "track" / "val"
+    images = frames(3)
+    videos = {"a1": images, "b2": images[:2]}  # b2 shows a1's first frames again
+    for video, shots in videos.items():
+        (root / video).mkdir(parents=True)
+        for i, image in enumerate(shots):
+            cv2.imwrite(str(root / video / f"{video}-{i + 1:07d}.jpg"), image[..., ::-1])
+    out = tmp_path / "out"
+    result = run_predict(config, weights, root, out, progress=False)
+    assert result.frames == 5
+
+    # what the predictor yields, fed by hand: one predictor per video, frames in order
+    expected = []
+    for video in videos:
+        predictor = Predictor(config, weights)
+        for i, frame in enumerate(open_source(root / video)):
+            assert frame.index == i and frame.video == video
+            expected.append(_ids(predictor(frame.image, frame.name, i, video)))
+    still = _ids(Predictor(config, weights)(list(open_source(root / "a1"))[1].image, "x"))
+    assert expected[1] != still  # the setup is sensitive: a carried state changes the ids
+    assert expected[3:] == expected[:2]  # b2 starts afresh: a1's first frames' ids again
+
+    tracked = load_frames(out / "box_track.json")
+    assert [(f.videoName, f.frameIndex, f.name) for f in tracked] == [
+        ("a1", 0, "a1-0000001.jpg"),
+        ("a1", 1, "a1-0000002.jpg"),
+        ("a1", 2, "a1-0000003.jpg"),
+        ("b2", 0, "b2-0000001.jpg"),
+        ("b2", 1, "b2-0000002.jpg"),
+    ]
+    written = [sorted(int(label.id) for label in f.labels or []) for f in tracked]
+    assert written == [sorted(i for i in ids if i >= 0) for ids in expected]
+    assert result.videos == [out / "a1_overlay.mp4", out / "b2_overlay.mp4"]
+    assert [len(list(open_source(v))) for v in result.videos] == [3, 2]
+    assert (out / "overlays" / "b2-0000002.png").is_file()
 
 
 def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from batches import tiny_config
+from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 from drivemtl.cli.model import app
@@ -184,3 +185,48 @@ def test_views_of_parameters_are_counted_and_grad_flags_restored() -> None:
     assert adapter.macs == 5 * 4 * 3  # one image: 5 queries x (4 -> 3)
     assert all(p.requires_grad for p in model.adapters.parameters())
     assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
+def video_config():
+    """A tiny detection + MOT + flow model (narrow flow decoder on P4 and P3)."""
+    from batches import TINY_HEADS
+
+    from drivemtl.models.config import ModelConfig, TaskConfig
+
+    mot = {"channels": 16, "num_convs": 1, "norm_groups": 4, "fc_dim": 32, "embed_dim": 16}
+    flow = {"strides": [16, 8], "decoder_widths": [16, 16], "context_widths": [16, 16],
+            "context_dilations": [1, 2]}  # fmt: skip
+    return ModelConfig(
+        backbone={"type": "resnet18", "width": 8, "norm": "gn"},
+        neck={"type": "fpn", "out_channels": 16, "norm": "gn"},
+        tasks={
+            "detection": TaskConfig(head=TINY_HEADS["detection"]),
+            "mot": TaskConfig(head=mot),
+            "flow": TaskConfig(head=flow),
+        },
+    )
+
+
+def test_the_flow_decoder_is_counted_on_a_reference_frame() -> None:
+    """The flow head runs on key + reference features: its MACs are those of the head itself on
+    a blank frame pair (not 0, as without a reference frame), and the reference frame's
+    backbone + neck are not added to the shared stages; the MOT embedding head counts too."""
+    from drivemtl.models.summary import blank_batch
+
+    torch.manual_seed(0)
+    model = build_model(video_config()).eval()
+    summary = summarize(model, (64, 96))
+    heads = {c.name: c for c in summary.heads}
+    batch = blank_batch((64, 96))
+    with torch.no_grad():
+        features = model.extract(batch.images, batch.image_sizes)
+        features.reference = model.extract(batch.images, batch.image_sizes)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model.heads["flow"](features)
+    assert heads["heads.flow"].macs == counter.get_total_flops() // 2 > 0
+    assert heads["heads.flow"].params == sum(p.numel() for p in model.heads["flow"].parameters())
+    assert heads["heads.mot"].macs > 0
+    alone = summarize(build_model(tiny_config(("detection",))), (64, 96))
+    assert summary.shared == alone.shared  # the same backbone + neck, counted once
+    assert summary.total_macs == summary.shared_macs + sum(c.macs for c in summary.heads)

@@ -1,4 +1,4 @@
-"""`drivemtl predict`: run a trained model on images, folders, globs or videos."""
+"""`drivemtl predict`: run a trained model on images, globs, videos or folders of frames."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ SetOption = set_option("data.transforms.test_height=360")
 
 
 def predict(
-    source: Annotated[str, typer.Option("--source", help="Image, folder, glob or video file.")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="Image, glob (still images), video file, or folder of frames: images in it "
+            "are one video (name order); else each sub-folder of images is one video (a "
+            "BDD100K tracking folder such as images/track/val).",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     config: Annotated[
         Path | None,
@@ -64,7 +72,12 @@ def predict(
         ),
     ] = 960,
 ) -> None:
-    """Overlays of every predicted task per frame, an MP4 for videos, and BDD-format predictions."""
+    """Overlays of every predicted task per frame, an MP4 per video, and BDD-format predictions.
+
+    A folder is read as video frames: the images directly in it are one video; a folder of
+    sub-folders of images (a BDD100K tracking folder) is one video per sub-folder, each tracked
+    on its own. A single image or a glob pattern gives still images (no tracking).
+    """
     from drivemtl.cli.errors import UsageError
     from drivemtl.engine.run_config import load_run_config
     from drivemtl.inference.run import run_predict
@@ -94,6 +107,6 @@ def predict(
     )
     console = Console()
     console.print(f"{result.frames} frames -> overlays in {out / 'overlays'}")
-    if result.video is not None:
-        console.print(f"video: {result.video}")
+    for video in result.videos:
+        console.print(f"video: {video}")
     console.print(f"predictions (BDD100K / Scalabel format): {result.predictions}")

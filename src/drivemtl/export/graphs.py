@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from drivemtl.export.errors import ExportError
 from drivemtl.export.roi_align import multiscale_roi_align
-from drivemtl.models.features import OBJECTS, Features
+from drivemtl.models.features import OBJECTS, REFERENCE, Features
 from drivemtl.models.heads.detector import TwoStageDetector
 from drivemtl.models.heads.keypoint_head import KeypointHead
 from drivemtl.models.heads.mask_head import MaskHead
@@ -56,6 +56,26 @@ def _head_label(model: MultiTaskNet, name: str) -> str:
     return f"model.tasks.{name} {role} ({type(model.heads[name]).__name__})"
 
 
+def _refuse_video_head(model: MultiTaskNet, task: str, head: nn.Module) -> None:
+    """An ExportError for the video heads: flow (a frame pair in) and the tracker's embedding
+    head (RoI embeddings of the detections, matched against per-video state kept outside the
+    network); `mots`, which only joins the tracker's ids, goes with `mot`."""
+    if REFERENCE not in declared(head, "needs", ()):
+        return
+    if getattr(head, "reference_at_inference", False):
+        raise ExportError(
+            f"{_head_label(model, task)} cannot be exported: it predicts from a frame pair (the "
+            "key and reference frames' features), and the exported network takes one frame "
+            "(`images`); export the model without this task"
+        )
+    raise ExportError(
+        f"{_head_label(model, task)} cannot be exported: a tracker's embedding head pools "
+        "the detections' RoIs (none of the RoI heads the runtime feeds: mask_rcnn, "
+        "keypoint_rcnn) and its tracker keeps per-video state outside the network; export the "
+        "model without mot (and mots, which joins its ids)"
+    )
+
+
 def plan_export(model: MultiTaskNet) -> ExportPlan:
     """The export plan of `model`, or an ExportError naming the head / stage that cannot be
     exported and why."""
@@ -72,6 +92,7 @@ def plan_export(model: MultiTaskNet) -> ExportPlan:
         if stage.kind != "decoder":
             continue
         head = model.heads[stage.task]
+        _refuse_video_head(model, stage.task, head)
         if isinstance(head, TwoStageDetector):
             plan.detector = stage.task
         elif isinstance(head, ROI_HEADS):

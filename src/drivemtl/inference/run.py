@@ -38,12 +38,50 @@ class PredictResult:
     overlays: list[Path] = field(default_factory=list)
     panels: list[Path] = field(default_factory=list)
     flow_pictures: list[Path] = field(default_factory=list)
-    video: Path | None = None
+    videos: list[Path] = field(default_factory=list)  # one overlay MP4 per video, in order
+
+    @property
+    def video(self) -> Path | None:
+        """The first (for a video file: the only) overlay MP4, None for still images."""
+        return self.videos[0] if self.videos else None
 
 
 def _write_rgb(path: Path, image: np.ndarray) -> Path:
     write_png(path, np.ascontiguousarray(image))
     return path
+
+
+def _stem(name: str) -> str:
+    """A frame name without its suffix, folders kept (`vid/0001.jpg` -> `vid/0001`)."""
+    return Path(name).with_suffix("").as_posix()
+
+
+class OverlayVideos:
+    """One overlay MP4 per video of the source, `<out>/<video>_overlay.mp4`, opened as each
+    video's first frame arrives and closed when the next video starts."""
+
+    def __init__(self, out_dir: Path, fps: float) -> None:
+        self.out_dir = out_dir
+        self.fps = fps
+        self.paths: list[Path] = []
+        self._name: str | None = None
+        self._writer: VideoWriter | None = None
+
+    def write(self, video: str, frame: np.ndarray) -> None:
+        """Append one frame of `video` (a new video name starts a new file)."""
+        writer = self._writer
+        if writer is None or video != self._name:
+            self.close()
+            writer = VideoWriter(self.out_dir / f"{video}_overlay.mp4", self.fps)
+            self._name, self._writer = video, writer
+            self.paths.append(writer.path)
+        writer.write(frame)
+
+    def close(self) -> None:
+        """Finish the current video's file."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def make_predictor(
@@ -87,10 +125,15 @@ def run_predict(
     factor to about `display_width` pixels (0: the frame's own size); the overlay pictures have a
     legend below them, the video's frames do not (its frame size stays fixed).
 
-    Video frames are tracked (`mot` / `mots`): ids keep their colours and the overlays draw
-    each track's trail (its last 10 box-bottom centres, reset per video; still
-    images have none); the writer adds `box_track.json` (and `mots.json`). Predicted flow is
-    written as KITTI PNGs `flow/<stem>.png` and colour-wheel pictures `flow_vis/<stem>.png`."""
+    A video file, a folder of frames (one video) and a folder of video sub-folders (a BDD100K
+    tracking folder: several videos, one after the other) are videos (`sources.py`): each gets
+    its own tracker state (the inference state is kept per video name), its own trails (reset
+    when the next video starts) and its overlay MP4 `<video>_overlay.mp4` (a frame folder at
+    5 fps). Video frames are tracked (`mot` /
+    `mots`): ids keep their colours and the overlays draw each track's trail (its last 10
+    box-bottom centres; still images have none); the writer adds `box_track.json` (and
+    `mots.json`), frames grouped by video. Predicted flow is written as KITTI PNGs
+    `flow/<stem>.png` and colour-wheel pictures `flow_vis/<stem>.png`."""
     check_output_dir(out_dir)
     refuse_overwrite(Path(out_dir) / "predictions.json", overwrite)
     frames = open_source(source)
@@ -98,10 +141,7 @@ def run_predict(
     writer = PredictionWriter(out_dir)
     trails = TrackTrails()
     result = PredictResult(frames=0, predictions=out_dir / "predictions.json")
-    video = None
-    if frames.kind == "video":
-        video = VideoWriter(out_dir / f"{frames.paths[0].stem}_overlay.mp4", frames.fps)
-        result.video = video.path
+    videos = OverlayVideos(out_dir, frames.fps)
     bar = Progress(
         TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         disable=not progress,
@@ -119,7 +159,7 @@ def run_predict(
                     frame.image, prediction, display_score, scale, trails.trails or None
                 )
                 legend = with_legend(overlay, legend_entries(prediction, display_score))
-                stem = Path(name).stem
+                stem = _stem(name)
                 if prediction.flow is not None:
                     path = out_dir / "flow_vis" / f"{stem}.png"
                     result.flow_pictures.append(_write_rgb(path, flow_to_color(prediction.flow)))
@@ -128,12 +168,12 @@ def run_predict(
                     for task, picture in draw_panels(frame.image, prediction, scale).items():
                         path = out_dir / "panels" / task / f"{stem}.png"
                         result.panels.append(_write_rgb(path, picture))
-                if video is not None:
-                    video.write(overlay)
+                if frame.video is not None:
+                    videos.write(frame.video, overlay)
                 result.frames += 1
                 bar.advance(job)
         finally:
-            if video is not None:
-                video.close()
+            videos.close()
+            result.videos = videos.paths
     writer.close()
     return result

@@ -6,6 +6,11 @@ and RoIAlign gathers are not counted). The pass runs on the `meta` device (shape
 compute) when the model allows it, else for real on the model's device: RoI heads (NMS, top-k of
 proposals) need real values, and are counted on what the current weights produce.
 
+A head that reads a reference frame at inference (`reference_at_inference`: the flow decoder,
+which runs on the key and reference frames' features) is counted on a second pass whose blank
+batch carries a blank reference frame; the reference frame's backbone + neck pass is not added
+to the shared stages (in a video it is the neighbouring frame's own pass).
+
 The single-task column counts, for every enabled task, the network a single-task model of it
 needs: backbone, neck and every stage its head depends on (group encoders, support heads: an
 instance model is backbone + neck + detector + mask head), without the cross-task stages
@@ -26,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from drivemtl.models.features import REFERENCE
 from drivemtl.models.memory import (
     META_ERRORS,
     MemoryProfile,
@@ -122,9 +128,14 @@ class ModelSummary:
 
 
 def blank_batch(
-    input_size: tuple[int, int], device: torch.device | str = "cpu", batch_size: int = 1
+    input_size: tuple[int, int],
+    device: torch.device | str = "cpu",
+    batch_size: int = 1,
+    reference: bool = False,
 ) -> Batch:
-    """A batch of `batch_size` zero images, unlabelled, to trace costs."""
+    """A batch of `batch_size` zero images, unlabelled, to trace costs (with `reference`, each
+    with a blank reference frame, for heads that read one at inference)."""
+    references = [blank_batch(input_size, device, batch_size)] if reference else []
     height, width = input_size
     metas = [
         SampleMeta(name=f"summary{i}", image_set="summary", orig_size=(height, width))
@@ -137,7 +148,18 @@ def blank_batch(
         labeled={},
         instances=[Instances.empty() for _ in range(batch_size)],
         lane_lines=[None] * batch_size,
+        references=references,
     )
+
+
+def reference_readers(model: MultiTaskNet) -> list[str]:
+    """Paths of the stages that read the reference stream at inference (a flow head)."""
+    return [
+        s.path
+        for s in model.stage_list
+        if REFERENCE in s.needs
+        and getattr(model.get_submodule(s.path), "reference_at_inference", False)
+    ]
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -152,10 +174,12 @@ def run_forward(
     on_meta: bool = True,
     batch_size: int = 1,
     training: bool = False,
+    reference: bool = False,
 ) -> tuple[str, str]:
     """`around(run, images)` with `run()` one forward (heads without targets) on a blank batch:
     first on `meta` (when `on_meta`), else, when the model cannot run there, on its device.
 
+    With `reference`, the blank batch carries blank reference frames (`blank_batch`).
     Returns (method, note): "meta" or the device name, and why `meta` did not work. The model
     runs in eval mode (train mode with `training`, its buffers swapped for copies); its mode is
     restored afterwards and its parameters and buffers are left as they were.
@@ -166,14 +190,14 @@ def run_forward(
     try:
         if on_meta:
             twins = meta_twins(model)
-            batch = blank_batch(input_size, "meta", batch_size)
+            batch = blank_batch(input_size, "meta", batch_size, reference)
             try:
                 around(lambda: meta_call(model, twins, batch, targets=False), batch.images)
                 return "meta", ""
             except META_ERRORS as exc:
                 note = f"a data-dependent step cannot run on meta ({type(exc).__name__})"
         device = model_device(model)
-        batch = blank_batch(input_size, device, batch_size)
+        batch = blank_batch(input_size, device, batch_size, reference)
         # in train mode, running statistics update: they go to copies, not to the model's own
         copies = {n: b.clone() for n, b in model.named_buffers()} if training else {}
         around(lambda: meta_call(model, copies, batch, targets=False), batch.images)
@@ -198,6 +222,11 @@ def _module_macs(counts: dict[str, dict], base: str) -> int:
     inside = [k for k in counts if k.startswith(base + ".")]
     outermost = [k for k in inside if not any(k != o and k.startswith(o + ".") for o in inside)]
     return int(sum(sum(counts[k].values()) for k in outermost)) // 2
+
+
+def _under(key: str, bases: list[str]) -> bool:
+    """Whether module name `key` is one of `bases` or inside one of them."""
+    return any(key == b or key.startswith(b + ".") for b in bases)
 
 
 CROSS_TASK_KINDS = ("interaction", "exchange")  # stages a single-task model does not have
@@ -242,7 +271,7 @@ def summarize(
 
     The pass runs on `meta` when the model allows it (`on_meta`), else on its device, in eval
     mode under no_grad. RoI heads are counted on the proposals / detections the current
-    weights produce.
+    weights produce; heads that read a reference frame at inference on a second pass with one.
     """
     counter = FlopCounterMode(display=False)
 
@@ -252,8 +281,15 @@ def summarize(
             run()
 
     method, _ = run_forward(model, input_size, around, on_meta)
-    counts = counter.get_flop_counts()
+    counts = {k: dict(v) for k, v in counter.get_flop_counts().items()}
     root = type(model).__name__
+    readers = reference_readers(model)
+    if readers:  # their MACs from a pass with a reference frame, the rest from the plain one
+        run_forward(model, input_size, around, on_meta, reference=True)
+        with_reference = counter.get_flop_counts()
+        bases = [f"{root}.{p}" for p in readers]
+        counts = {k: v for k, v in counts.items() if not _under(k, bases)}
+        counts.update({k: dict(v) for k, v in with_reference.items() if _under(k, bases)})
     shared, heads, seen = [], [], set()
     for stage in model.stage_list:
         if stage.path in seen:

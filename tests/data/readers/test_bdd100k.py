@@ -429,3 +429,95 @@ def test_json_pseudo_labels_on_a_set_without_label_json(tmp_path, bdd_set):
     assert s.tasks == {"semantic", "tagging"}
     assert s.tags.tolist() == [WEATHER.index("foggy"), IGNORE_INDEX, IGNORE_INDEX]
     assert torch.equal(s.semantic[0], (torch.arange(40) + 1) % 19)
+
+
+# ------------------------------------------------------------------- bad tracking sets
+def _track_frame(video: str, index: int, ids=("1",), name: str | None = None) -> dict:
+    """A hand-written box-tracking frame of `video` with one car box per label id."""
+    labels = [
+        {"id": ident, "category": "car", "box2d": {"x1": 2 + k, "y1": 2, "x2": 9 + k, "y2": 9}}
+        for k, ident in enumerate(ids)
+    ]
+    return {
+        "name": name or f"{video}-{index + 1:07d}.jpg",
+        "videoName": video,
+        "frameIndex": index,
+        "labels": labels,
+    }
+
+
+def _track_set(root: Path, frames: list[dict], images, tasks=("mot",), **set_options):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "labels.json").write_text(json.dumps(frames))
+    images(root / "images", [f"{f['videoName']}/{f['name']}" for f in frames], 16, 24)
+    return _dataset(root, list(tasks), categories="box_track", **set_options)
+
+
+def test_frames_of_a_video_out_of_order_name_the_file_and_frame(tmp_path, images):
+    frames = [_track_frame("v1", 0), _track_frame("v1", 2), _track_frame("v1", 1)]
+    with pytest.raises(
+        DataError,
+        match=r"labels\.json: frame 'v1-0000002\.jpg': frameIndex 1 comes after frameIndex 2 "
+        r"\(frame 'v1-0000003\.jpg'\) of video 'v1'",
+    ):
+        _track_set(tmp_path, frames, images)
+
+
+def test_a_repeated_frame_index_names_both_frames(tmp_path, images):
+    frames = [_track_frame("v1", 0), _track_frame("v1", 0, name="v1-again.jpg")]
+    with pytest.raises(
+        DataError,
+        match=r"labels\.json: frame 'v1-again\.jpg': frameIndex 0 repeats that of frame "
+        r"'v1-0000001\.jpg' \(video 'v1'\)",
+    ):
+        _track_set(tmp_path, frames, images)
+
+
+def test_interleaved_videos_each_in_order_are_read(tmp_path, images):
+    frames = [_track_frame(v, i) for i in range(2) for v in ("v1", "v2")]
+    ds = _track_set(tmp_path, frames, images)
+    assert [(ds[i].meta.video, ds[i].meta.frame_index) for i in range(4)] == [
+        ("v1", 0), ("v2", 0), ("v1", 1), ("v2", 1),
+    ]  # fmt: skip
+
+
+def test_a_track_id_twice_in_one_frame_is_an_error_of_a_tracking_set(tmp_path, images):
+    frames = [_track_frame("v1", 0, ("3", "4")), _track_frame("v1", 1, ("3", "7", "3"))]
+    with pytest.raises(
+        DataError,
+        match=r"labels\.json: frame 'v1-0000002\.jpg': track id '3' repeats in this frame",
+    ):
+        _track_set(tmp_path / "mot", frames, images)
+    # a detection set does not read label ids as tracks: the same file is read
+    ds = _track_set(tmp_path / "det", frames, images, tasks=("detection",))
+    assert len(ds[1].instances) == 3
+
+
+@pytest.mark.parametrize("sampling", ["next", "window"])
+def test_a_video_shorter_than_the_clip_is_an_error(tmp_path, images, sampling):
+    """Two frames cannot give any key two distinct other frames for a clip of 3 (its references
+    would repeat the key or each other); a one-frame video is a still image and a video of at
+    least the clip length is read."""
+    frames = [_track_frame("long", i) for i in range(3)]
+    frames += [_track_frame("short", i) for i in range(2)] + [_track_frame("still", 0)]
+    clip = {"length": 3, "sampling": sampling}
+    with pytest.raises(
+        DataError,
+        match=r"labels\.json: frame 'short-0000001\.jpg': video 'short' has 2 frames, fewer "
+        r"than the set's clip length 3",
+    ):
+        _track_set(tmp_path / "a", frames, images, clip=clip)
+    ds = _track_set(tmp_path / "b", frames, images, clip={**clip, "length": 2})
+    assert len(ds) == 6 and len(ds[3].references) == 1
+    kept = [f for f in frames if f["videoName"] != "short"]
+    ds = _track_set(tmp_path / "c", kept, images, clip=clip)
+    refs = [[r.meta.name for r in ds[i].references] for i in range(len(ds))]
+    assert refs[3] == ["still-0000001.jpg"] * 2  # the still video copies its frame
+    if sampling == "window":  # two distinct other frames for every key
+        for i, names in enumerate(refs[:3]):
+            key = f"long-{i + 1:07d}.jpg"
+            assert len(set(names)) == 2 and key not in names
+    else:  # the frames after the key, mirrored back from the end (the existing rule)
+        assert [[int(n[-8:-4]) - 1 for n in names] for names in refs[:3]] == [
+            [1, 2], [2, 1], [1, 0],
+        ]  # fmt: skip

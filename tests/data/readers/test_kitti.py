@@ -140,3 +140,52 @@ def test_semantics_empty_folder_and_unsupported_task(tmp_path, image_writer):
         DataError, match=r"reads only the 'semantic' task \(or none\), not \['depth'\]"
     ):
         _ds(tmp_path, "kitti_semantics", ["semantic", "depth"])
+
+
+def _tracking_set(root, image_writer, frames: int, lines: list[str], seq: str = "0000"):
+    """A KITTI tracking sequence of `frames` tiny images and the given label lines."""
+    for i in range(frames):
+        image_writer(root / "image_02" / seq / f"{i:06d}.png", 10, 20)
+    (root / "label_02").mkdir(exist_ok=True)
+    (root / "label_02" / f"{seq}.txt").write_text("".join(f"{line}\n" for line in lines))
+
+
+CAR = "Car 0 0 0 1 1 9 9 1 1 1 1 1 1 0"
+DONT_CARE = "DontCare -1 -1 -10 1 1 5 5 -1 -1 -1 -1000 -1000 -1000 -10"
+
+
+def test_tracking_label_lines_out_of_frame_order(tmp_path, image_writer):
+    _tracking_set(tmp_path, image_writer, 2, [f"1 0 {CAR}", f"0 0 {CAR}"])
+    with pytest.raises(
+        DataError, match=r"0000\.txt: frame '0000/000000\.png': line 2: frame 0 comes after frame 1"
+    ):
+        _ds(tmp_path, "kitti_tracking", ["mot"])
+
+
+def test_tracking_track_id_twice_in_one_frame(tmp_path, image_writer):
+    lines = [f"0 3 {CAR}", f"0 -1 {DONT_CARE}", f"0 -1 {DONT_CARE}", f"1 3 {CAR}", f"1 3 {CAR}"]
+    _tracking_set(tmp_path, image_writer, 2, lines)
+    with pytest.raises(
+        DataError, match=r"0000\.txt: frame '0000/000001\.png': line 5: track id 3 repeats"
+    ):
+        _ds(tmp_path, "kitti_tracking", ["mot"])
+    # DontCare areas (track id -1) may repeat, and one id in two frames is one track
+    _tracking_set(tmp_path, image_writer, 2, lines[:4])
+    ds = _ds(tmp_path, "kitti_tracking", ["mot"])
+    assert ds[0].instances.track_ids.tolist() == [3, -1, -1]
+    assert ds[1].instances.track_ids.tolist() == [3]
+
+
+def test_tracking_sequence_shorter_than_the_clip(tmp_path, image_writer):
+    _tracking_set(tmp_path, image_writer, 2, [f"0 0 {CAR}", f"1 0 {CAR}"])
+    cfg = DataConfig(
+        sets={"k": {"reader": "kitti_tracking", "root": str(tmp_path), "tasks": ["mot"],
+                    "clip": {"length": 3}}},
+        transforms={"resize": False, "normalize": False, "flip": 0.0},
+    )  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"label_02: frame '0000/000000\.png': video '0000' has 2 frames, fewer than the "
+        r"set's clip length 3",
+    ):
+        build_dataset(cfg, "train")

@@ -72,6 +72,28 @@ class ImageSetReader(ABC):
                 out.setdefault(rec.video, []).append((rec.frame_index or 0, i))
         return {v: [i for _, i in sorted(items)] for v, items in out.items()}
 
+    def check_clip_lengths(self, where: Path | None) -> None:
+        """Refuse a video with fewer frames than the set's clip (`clip.length`), naming `where`
+        and the video's first frame.
+
+        No key of it has `length - 1` distinct other frames, so every clip's references would
+        silently repeat frames (`window` draws one frame twice, `next` mirrors back onto the key
+        itself). A one-frame video is a still image (its references follow `clip.still`), so
+        only videos of 2 .. length - 1 frames are refused, whatever `still` says.
+        """
+        clip = self.cfg.clip
+        if clip is None:
+            return
+        for video, indices in self.videos().items():
+            if 1 < len(indices) < clip.length:
+                raise DataError(
+                    where,
+                    self.records[indices[0]].name,
+                    f"video {video!r} has {len(indices)} frames, fewer than the set's clip "
+                    f"length {clip.length} (key + references); shorten the clip or leave the "
+                    "video out",
+                )
+
     def load_image(self, record: FrameRecord) -> tuple[np.ndarray, tuple[int, int]]:
         """RGB uint8 image (resized to `load_size` when set) and its original (H, W)."""
         image = read_rgb(record.image_path, record.name)

@@ -55,6 +55,7 @@ from drivemtl.structures.scalabel import (
 
 INSTANCE_TASKS = frozenset({"detection", "mot", "instance", "mots", "pose"})
 JSON_TASKS = frozenset({"tagging", "detection", "mot", "pose"})
+TRACK_TASKS = frozenset({"mot", "mots"})  # tasks whose targets are the label ids as track ids
 # Tasks this reader decodes itself; every other task's dense fields are read by their declared
 # path and codec (`structures.fields`, `data.field_codecs`).
 OWN_TASKS = INSTANCE_TASKS | {"tagging", "semantic", "lanes", "flow"}
@@ -126,6 +127,7 @@ class BDD100KReader(ImageSetReader):
         self.labels_path = self.path("labels", "labels.json")
         self.frames: list[Frame | None] = []
         self._index()
+        self.check_clip_lengths(self.labels_path if self.labels_path.exists() else self.images_dir)
         self._track_ids = self._track_id_maps()
 
     def _mask_folders(self) -> dict[str, str]:
@@ -200,10 +202,14 @@ class BDD100KReader(ImageSetReader):
             skipped = len(self.skipped_at_index)
             problem = f"no valid frames ({skipped} skipped)" if skipped else "no frames"
             raise DataError(self.labels_path, None, f"{problem} in the label JSON")
+        last: dict[str, Frame] = {}
         for frame in loaded:
             if frame.name in seen:
                 raise DataError(self.labels_path, frame.name, "frame listed twice")
             seen.add(frame.name)
+            self._check_frame_order(frame, last)
+            if self.tasks & TRACK_TASKS:
+                self._check_track_ids(frame)
             self.frames.append(frame)
             self.records.append(
                 FrameRecord(
@@ -213,6 +219,38 @@ class BDD100KReader(ImageSetReader):
                     frame_index=frame.frameIndex,
                 )
             )
+
+    def _check_frame_order(self, frame: Frame, last: dict[str, Frame]) -> None:
+        """Refuse a video frame whose frameIndex is not above that of the video's previous frame
+        in the label file (`last`: video -> its last frame so far, updated here): frames listed
+        out of order, or two frames at one index, make the video's order ambiguous."""
+        video, index = frame.videoName, frame.frameIndex
+        if video is None or index is None:
+            return
+        before = last.get(video)
+        if before is not None and before.frameIndex is not None and index <= before.frameIndex:
+            problem = (
+                f"frameIndex {index} repeats that of frame {before.name!r} (video {video!r})"
+                if index == before.frameIndex
+                else f"frameIndex {index} comes after frameIndex {before.frameIndex} (frame "
+                f"{before.name!r}) of video {video!r}; a video's frames must be listed in "
+                "increasing frameIndex"
+            )
+            raise DataError(self.labels_path, frame.name, problem)
+        last[video] = frame
+
+    def _check_track_ids(self, frame: Frame) -> None:
+        """Refuse a label id given to two objects of one frame: in a tracking set it is the
+        track id, and one track cannot be two objects."""
+        seen: set[str] = set()
+        for label in frame.labels or []:
+            if not is_object(label):
+                continue
+            if label.id in seen:
+                raise DataError(
+                    self.labels_path, frame.name, f"track id {label.id!r} repeats in this frame"
+                )
+            seen.add(label.id)
 
     def _index_images(self) -> None:
         """Records of every image under the image folder (a set without label JSON)."""

@@ -144,11 +144,15 @@ class KittiTrackingReader(_KittiBase):
                 )  # fmt: skip
         if not self.records:
             raise DataError(self.images_dir, None, "no KITTI tracking sequences found")
+        self.check_clip_lengths(self.labels_dir)
 
     def _parse_labels(self, seq: str) -> None:
+        """The sequence's label lines, in frame order; a frame number below the previous line's
+        or a track id (>= 0; DontCare areas have -1) twice in one frame is a DataError."""
         path = self.labels_dir / f"{seq}.txt"
         if not path.is_file():
             raise DataError(path, None, "label file not found")
+        last, tracks = -1, set()
         for no, line in enumerate(path.read_text().splitlines(), start=1):
             fields = line.split()
             if not fields:
@@ -157,7 +161,16 @@ class KittiTrackingReader(_KittiBase):
                 frame, track = int(fields[0]), int(fields[1])
             except (ValueError, IndexError):
                 raise DataError(path, None, f"line {no}: frame / track id not integers") from None
-            obj = parse_object(fields[2:], path, no, f"{seq}/{frame:06d}.png")
+            name = f"{seq}/{frame:06d}.png"
+            if frame < last:
+                raise DataError(path, name, f"line {no}: frame {frame} comes after frame {last} "
+                                "(label lines must be in frame order)")  # fmt: skip
+            if frame != last:
+                last, tracks = frame, set()
+            if track >= 0 and track in tracks:
+                raise DataError(path, name, f"line {no}: track id {track} repeats in this frame")
+            tracks.add(track)
+            obj = parse_object(fields[2:], path, no, name)
             if obj is not None:
                 obj.track_id = track
                 self.objects.setdefault((seq, frame), []).append(obj)

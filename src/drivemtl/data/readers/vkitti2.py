@@ -71,6 +71,7 @@ class VKITTI2Reader(ImageSetReader):
                     frame_index=frame,
                 )
             )
+        self.check_clip_lengths(self.root)
 
     def _file(self, record: FrameRecord, kind: str, prefix: str, ext: str) -> Path:
         scene_dir = record.image_path.parents[3]
