@@ -233,3 +233,50 @@ def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):
         str(tmp_path / "o"),
     )
     assert code == 2 and "missing.safetensors" in err
+
+
+FLOW = {"flow": {"head": {"decoder_widths": [8, 8], "context_widths": [8, 8],
+                          "context_dilations": [1, 1]}}}  # fmt: skip
+
+
+def test_video_frames_get_their_forward_flow_to_the_next_frame(tmp_path):
+    """A flow model on a 3-frame folder: frames 1 and 2 get the flow of the pair (frame, next
+    frame) as the predictor computes it, written as KITTI PNGs and colour pictures; the last
+    frame and a still image get none; the pair does not disturb the per-frame predictions."""
+    import cv2
+
+    from drivemtl.data.png_codecs import decode_flow
+
+    cfg = {
+        "model": {"backbone": {"width": 8}, "neck": {"out_channels": 16}, "tasks": FLOW},
+        "data": {"sets": {"s": {"root": str(tmp_path), "tasks": ["flow"]}},
+                 "transforms": {"heights": [64]}},
+    }  # fmt: skip
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    config = load_run_config(path)
+    torch.manual_seed(0)
+    weights = save_weights(build_model(config.model), tmp_path / "w.safetensors")
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    images = frames(3)
+    for i, image in enumerate(images):
+        cv2.imwrite(str(folder / f"f{i}.png"), image[..., ::-1])
+    result = run_predict(config, weights, folder, tmp_path / "out", progress=False)
+    assert result.frames == 3
+    written = sorted(p.name for p in (tmp_path / "out" / "flow").iterdir())
+    assert written == ["f0.png", "f1.png"]
+    assert [p.name for p in result.flow_pictures] == ["f0.png", "f1.png"]
+
+    predictor = Predictor(config, weights)
+    samples = [predictor.sample(im, f"f{i}.png", i, "clip") for i, im in enumerate(images)]
+    assert predictor.predict([samples[0]])[0].flow is None  # one frame alone has no flow
+    for i in range(2):
+        expected = predictor.flow(samples[i], samples[i + 1]).numpy()
+        assert expected.shape == (2, 60, 100) and np.abs(expected).max() > 0
+        png = cv2.imread(str(tmp_path / "out" / "flow" / f"f{i}.png"), cv2.IMREAD_UNCHANGED)
+        flow, valid = decode_flow(png[..., ::-1])
+        assert valid.all()
+        np.testing.assert_allclose(flow, expected, atol=1 / 64)
+    still = run_predict(config, weights, folder / "f0.png", tmp_path / "still", progress=False)
+    assert still.flow_pictures == [] and not (tmp_path / "still" / "flow").exists()

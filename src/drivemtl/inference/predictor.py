@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,22 @@ class Predictor:
     def run(self, batch: Batch) -> tuple[list[FramePrediction], InferenceState]:
         """The network and the runtime after it on a collated batch (the PyTorch backend)."""
         return self.model.predict_with_state(batch, self.state, self.tasks)
+
+    @property
+    def predicts_flow(self) -> bool:
+        """Whether flow is among the tasks (it needs a pair of frames: see `flow`)."""
+        return "flow" in self.tasks
+
+    @torch.no_grad()
+    def flow(self, key: Sample, following: Sample) -> torch.Tensor | None:
+        """Forward flow [2, H, W] from preprocessed frame `key` to `following` (the next frame of
+        its video), in `key`'s original pixels; None without a flow task. The pair runs alone,
+        so the trackers' state is not touched."""
+        if not self.predicts_flow:
+            return None
+        pair = replace(key, references=[following])
+        batch = collate([pair], self.size_divisor).to(self.device)
+        return self.model.predict(batch, ["flow"])[0].flow
 
     def reset(self) -> None:
         """Forget every video's inference state."""

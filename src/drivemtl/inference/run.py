@@ -14,7 +14,7 @@ from drivemtl.data.writers import PredictionWriter
 from drivemtl.engine.run_config import RunConfig
 from drivemtl.errors import DriveMTLError
 from drivemtl.inference.predictor import Predictor
-from drivemtl.inference.sources import VideoWriter, open_source
+from drivemtl.inference.sources import SourceFrame, VideoWriter, open_source
 from drivemtl.inference.trails import TrackTrails
 from drivemtl.inference.visualize import (
     DISPLAY_SCORE,
@@ -27,6 +27,8 @@ from drivemtl.inference.visualize import (
     with_legend,
 )
 from drivemtl.outputs import check_output_dir, refuse_overwrite
+from drivemtl.structures.predictions import FramePrediction
+from drivemtl.structures.sample import Sample
 
 
 @dataclass
@@ -101,6 +103,53 @@ def make_predictor(
     return Predictor(config, checkpoint, device=device, tasks=tasks)
 
 
+def _add_flow(
+    predictor: Predictor, pending: tuple[SourceFrame, Sample, FramePrediction],
+    frame: SourceFrame, sample: Sample,
+) -> None:  # fmt: skip
+    """Give the pending frame its forward flow to `frame` when that is its video's next frame."""
+    earlier, earlier_sample, prediction = pending
+    if predictor.predicts_flow and earlier.video is not None and earlier.video == frame.video:
+        prediction.flow = predictor.flow(earlier_sample, sample)
+
+
+@dataclass
+class _FrameOutputs:
+    """Everything `run_predict` writes per frame: predictions, trails, overlays, panels, flow
+    pictures and the videos' MP4s."""
+
+    out_dir: Path
+    writer: PredictionWriter
+    trails: TrackTrails
+    videos: OverlayVideos
+    result: PredictResult
+    panels: bool
+    display_score: float
+    display_width: int
+
+    def write(self, frame: SourceFrame, prediction: FramePrediction) -> None:
+        """Write one predicted frame (frames must come in source order)."""
+        self.writer.add(prediction)
+        self.trails.update(prediction)
+        width = self.display_width
+        scale = display_scale(frame.image.shape[1], width) if width else 1
+        overlay = draw_overlay(
+            frame.image, prediction, self.display_score, scale, self.trails.trails or None
+        )
+        legend = with_legend(overlay, legend_entries(prediction, self.display_score))
+        stem, out, result = _stem(frame.name), self.out_dir, self.result
+        if prediction.flow is not None:
+            path = out / "flow_vis" / f"{stem}.png"
+            result.flow_pictures.append(_write_rgb(path, flow_to_color(prediction.flow)))
+        result.overlays.append(_write_rgb(out / "overlays" / f"{stem}.png", legend))
+        if self.panels:
+            for task, picture in draw_panels(frame.image, prediction, scale).items():
+                result.panels.append(_write_rgb(out / "panels" / task / f"{stem}.png", picture))
+        if frame.video is not None:
+            self.videos.write(frame.video, overlay)
+        result.frames += 1
+
+
 def run_predict(
     config: RunConfig | None,
     checkpoint: Path | None,
@@ -132,8 +181,10 @@ def run_predict(
     5 fps). Video frames are tracked (`mot` /
     `mots`): ids keep their colours and the overlays draw each track's trail (its last 10
     box-bottom centres; still images have none); the writer adds `box_track.json` (and
-    `mots.json`), frames grouped by video. Predicted flow is written as KITTI PNGs
-    `flow/<stem>.png` and colour-wheel pictures `flow_vis/<stem>.png`."""
+    `mots.json`), frames grouped by video. A model with a flow task predicts each video frame's
+    forward flow to the video's next frame (the pair runs on its own; a video's last frame and
+    still images have none); the writer puts it in KITTI PNGs `flow/<stem>.png`, and a
+    colour-wheel picture goes to `flow_vis/<stem>.png`."""
     check_output_dir(out_dir)
     refuse_overwrite(Path(out_dir) / "predictions.json", overwrite)
     frames = open_source(source)
@@ -146,31 +197,22 @@ def run_predict(
         TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         disable=not progress,
     )  # fmt: skip
+    outputs = _FrameOutputs(out_dir, writer, trails, videos, result, panels, display_score,
+                            display_width)  # fmt: skip
     with bar:
         job = bar.add_task("frames", total=len(frames) or None)
         try:
+            pending: tuple[SourceFrame, Sample, FramePrediction] | None = None
             for frame in frames:
-                name = frame.name
-                prediction = predictor(frame.image, name, frame.index, frame.video)
-                writer.add(prediction)
-                trails.update(prediction)
-                scale = display_scale(frame.image.shape[1], display_width) if display_width else 1
-                overlay = draw_overlay(
-                    frame.image, prediction, display_score, scale, trails.trails or None
-                )
-                legend = with_legend(overlay, legend_entries(prediction, display_score))
-                stem = _stem(name)
-                if prediction.flow is not None:
-                    path = out_dir / "flow_vis" / f"{stem}.png"
-                    result.flow_pictures.append(_write_rgb(path, flow_to_color(prediction.flow)))
-                result.overlays.append(_write_rgb(out_dir / "overlays" / f"{stem}.png", legend))
-                if panels:
-                    for task, picture in draw_panels(frame.image, prediction, scale).items():
-                        path = out_dir / "panels" / task / f"{stem}.png"
-                        result.panels.append(_write_rgb(path, picture))
-                if frame.video is not None:
-                    videos.write(frame.video, overlay)
-                result.frames += 1
+                sample = predictor.sample(frame.image, frame.name, frame.index, frame.video)
+                prediction = predictor.predict([sample])[0]
+                if pending is not None:
+                    _add_flow(predictor, pending, frame, sample)
+                    outputs.write(pending[0], pending[2])
+                    bar.advance(job)
+                pending = (frame, sample, prediction)
+            if pending is not None:
+                outputs.write(pending[0], pending[2])
                 bar.advance(job)
         finally:
             videos.close()
