@@ -146,3 +146,29 @@ def test_census_loss_of_a_correct_warp_is_lower_than_of_zero_flow() -> None:
     right = census_loss(frame1, warp_by_flow(frame2, flow), mask)
     wrong = census_loss(frame1, frame2, mask)
     assert float(right) < 0.5 * float(wrong)
+
+
+def test_census_loss_finds_a_sub_pixel_motion_and_its_sign_and_axes() -> None:
+    """Frame 2 is a smooth float64 pattern moved by (u, v) = (1.5, -0.75) px: the census loss of
+    frame 1 against frame 2 warped by the true flow is below zero flow, the negated flow and the
+    flow with u / v swapped (the conventions a flow loss can get wrong)."""
+    h, w, u, v = 28, 36, 1.5, -0.75
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64),
+                            torch.arange(w, dtype=torch.float64), indexing="ij")  # fmt: skip
+
+    def pattern(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        grey = 0.5 + 0.2 * torch.sin(0.9 * x + 0.3 * y) + 0.15 * torch.cos(0.5 * y - 0.7 * x)
+        return grey.expand(1, 3, h, w)
+
+    frame1 = pattern(xs, ys)
+    frame2 = pattern(xs - u, ys - v)  # frame 1 pixel p shows up at p + (u, v) in frame 2
+    mask = torch.zeros(1, 1, h, w, dtype=torch.float64)
+    mask[..., 4:-4, 4:-4] = 1.0
+
+    def loss(du: float, dv: float) -> float:
+        flow = torch.zeros(1, 2, h, w, dtype=torch.float64)
+        flow[:, 0], flow[:, 1] = du, dv
+        return float(census_loss(frame1, warp_by_flow(frame2, flow), mask))
+
+    true = loss(u, v)
+    assert true < 0.5 * min(loss(0.0, 0.0), loss(-u, -v), loss(v, u))

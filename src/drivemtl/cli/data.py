@@ -21,7 +21,8 @@ def synth(
         str,
         typer.Option(
             help="bdd-sets, lv-disjoint-normal, lv-disjoint-balance, lv-full, dense, dense-uda "
-            "(clear daytime source, fog / snow / rain at night target) or all."
+            "(clear daytime source, fog / snow / rain at night target), tracking (clips with "
+            "track ids, MOTS masks and true flow), demo or all."
         ),
     ] = "bdd-sets",
     out: Annotated[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -197,3 +198,53 @@ def test_overwrite_replaces_a_previous_dataset(tmp_path):
     generate_dataset(root, "dense", num_frames=2, size=SIZE, seed=0, progress=False, overwrite=True)
     assert sorted(p.name for p in root.iterdir()) == ["dataset.yaml", "dense"]
     assert len(load_frames(root / "dense" / "labels.json")) == 2
+
+
+def test_the_tracking_preset_writes_clips_with_track_ids_masks_and_true_flow(tmp_path):
+    out = generate_dataset(tmp_path, "tracking", num_frames=10, size=SIZE, seed=3, progress=False)
+    card = yaml.safe_load((out / "dataset.yaml").read_text())
+    assert list(card["sets"]) == ["tracking"]
+    assert card["sets"]["tracking"]["tasks"] == ["mot", "mots", "flow"]
+    frames = load_frames(out / "tracking" / "labels.json")
+    assert [(f.videoName, f.frameIndex) for f in frames] == (
+        [("vid0000", k) for k in range(8)] + [("vid0001", k) for k in range(2)]
+    )
+    assert all(label.category in THING_CLASSES for f in frames for label in f.labels)
+    # frames are lossless PNG (JPEG's block-grid artefacts stay put while the scene moves and
+    # pull a photometric flow loss towards zero flow)
+    assert all(f.name.endswith(".png") for f in frames)
+    images = sorted((out / "tracking" / "images").rglob("*"))
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in images if p.is_file())
+    stems = sorted(p.relative_to(out / "tracking" / "images")
+                   for p in (out / "tracking" / "images").rglob("*.png"))  # fmt: skip
+    for kind in ("flow", "masks/instance"):
+        written = sorted(p.relative_to(out / "tracking" / kind)
+                         for p in (out / "tracking" / kind).rglob("*.png"))  # fmt: skip
+        assert written == stems
+
+
+def test_tracking_clips_read_back_favour_the_true_flow_in_the_census_loss(tmp_path):
+    """What the flow task trains on, read from the files: the next frame warped by the written
+    true flow matches the frame better (census loss on moving pixels) than zero flow does."""
+    import torch
+
+    from drivemtl.ops.photometric import census_loss
+    from drivemtl.ops.warp import warp_by_flow
+
+    out = generate_dataset(tmp_path, "tracking", num_frames=4, size=(192, 108), seed=5,
+                           progress=False) / "tracking"  # fmt: skip
+    frames = load_frames(out / "labels.json")
+
+    def image(name: str) -> torch.Tensor:
+        rgb = cv2.imread(str(out / "images" / name))[..., ::-1] / 255.0
+        return torch.from_numpy(rgb.transpose(2, 0, 1).astype(np.float32))[None]
+
+    zero, true = [], []
+    for a, b in itertools.pairwise(frames):  # one clip, frames in order
+        flow, valid = decode_flow(read_png_unchanged(out / "flow" / a.name))
+        moving = valid & (np.linalg.norm(flow, axis=0) > 1.0)
+        mask = torch.from_numpy(moving.astype(np.float32))[None, None]
+        one, two, f = image(a.name), image(b.name), torch.from_numpy(flow)[None]
+        zero.append(float(census_loss(one, two, mask)))
+        true.append(float(census_loss(one, warp_by_flow(two, f), mask)))
+    assert np.mean(true) < np.mean(zero), (true, zero)

@@ -87,6 +87,7 @@ class _Job:
     people: float = 1.0
     weathers: tuple[str, ...] = ()
     times: tuple[str, ...] = ()
+    lossless: bool = False
 
     def conditions(self) -> dict[str, str | None]:
         """Weather and time of day of this unit's scene, drawn from the set's domain (None: the
@@ -113,9 +114,12 @@ def _run_job(job: _Job) -> list[dict[str, Any]]:
     root = Path(job.out) / job.set_name
     frames = []
     video = f"vid{job.unit:04d}" if job.video else None
+    suffix = ".png" if job.lossless else ".jpg"  # the image format (`write_image`)
     for frame in render_world(world, video=video or "", frames=job.frames, flow=flow):
         name = (
-            f"{video}/{video}-{frame.frame_index:07d}.jpg" if video else f"img/{job.unit:06d}.jpg"
+            f"{video}/{video}-{frame.frame_index:07d}{suffix}"
+            if video
+            else f"img/{job.unit:06d}{suffix}"
         )
         write_frame(root, name, frame, tasks)
         frames.append(frame_label(frame, name, tasks, video))
@@ -204,6 +208,7 @@ def generate_dataset(
                     spec.people,
                     spec.weathers,
                     spec.times,
+                    spec.lossless,
                 )
             )
         sets[spec.name] = {

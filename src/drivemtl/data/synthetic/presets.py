@@ -16,7 +16,9 @@ CLIP_FRAMES = 8  # frames per video clip (1.6 s at 5 fps)
 class SetSpec:
     """One image set: its tasks, its share of `--num-frames`, whether it holds video clips, how
     crowded its streets are (`people`, see `generate_world`) and, for a set that is one domain,
-    the weathers / times of day its scenes are drawn from (empty: the default random mix)."""
+    the weathers / times of day its scenes are drawn from (empty: the default random mix), and
+    whether its frames are written losslessly (PNG, for training flow photometrically; see
+    `writer.write_image`) rather than as JPEG."""
 
     name: str
     tasks: tuple[str, ...]
@@ -25,6 +27,7 @@ class SetSpec:
     people: float = 1.0
     weathers: tuple[str, ...] = ()
     times: tuple[str, ...] = ()
+    lossless: bool = False
 
 
 PRESETS: dict[str, tuple[SetSpec, ...]] = {
@@ -46,6 +49,9 @@ PRESETS: dict[str, tuple[SetSpec, ...]] = {
     "lv-full": (SetSpec("full", ("drivable", "detection", "semantic"), 1.0, False),),
     "dense": (SetSpec("dense", DENSE_TASKS, 1.0, False),),
     "all": (SetSpec("all", ALL_TASKS, 1.0, True),),
+    # Video clips alone, with BDD100K's tracking labels (boxes with track ids, MOTS masks) and
+    # the exact forward flow that BDD100K lacks: what the video-task benchmark trains on.
+    "tracking": (SetSpec("tracking", ("mot", "mots", "flow"), 1.0, True, lossless=True),),
     # Two domains for unsupervised domain adaptation (DenseMTL's MTL-UDA): a labelled source of
     # clear daytime scenes and a target of fog, snow and rain at dusk or night. The target is
     # written with labels so that adaptation can be evaluated on it; the `uda_adversarial` stage
@@ -69,7 +75,7 @@ PRESETS: dict[str, tuple[SetSpec, ...]] = {
         ),
     ),
     # What `drivemtl demo` trains on: BDD100K's detection and segmentation image sets, the latter
-    # with the dense geometric labels as well (no video set: the demo covers the image tasks).
+    # with the dense geometric labels as well (its video clips are preset `tracking`).
     # Its detection set has busier streets, so a 10-minute CPU run sees enough people to learn
     # their boxes and poses (BDD100K's pose images are likewise chosen for their people).
     "demo": (

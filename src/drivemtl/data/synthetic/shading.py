@@ -107,6 +107,32 @@ def _fade(period: np.ndarray | float, footprint: np.ndarray) -> np.ndarray:
     return np.clip((period * footprint - 1.5) / 2.5, 0.0, 1.0).astype(np.float32)
 
 
+# Value-noise octaves: (cell multiple, weight), weights ~ 1 / sqrt(scale) summing to 1. Several
+# scales keep a surface textured at every distance: with the cell size alone, texture faded in
+# (`_fade`) only within a few metres, so surfaces changed contrast from frame to frame as the
+# camera approached and the far field was flat, which made an unsupervised photometric flow loss
+# prefer zero flow over the true one (docs/video_tasks.md).
+OCTAVES = ((1.0, 0.391), (2.0, 0.276), (4.0, 0.195), (8.0, 0.138))
+
+
+def _octave_noise(
+    local: tuple[np.ndarray, np.ndarray, np.ndarray], cell: np.ndarray, footprint: np.ndarray
+) -> np.ndarray:
+    """Sum over `OCTAVES` of weight x fade x (2 hash - 1) on lattices of cell x scale metres,
+    in [-1, 1]; each octave's lattice is offset so that their cell corners do not coincide."""
+    lx, ly, lz = local
+    out = np.zeros(lx.shape, dtype=np.float32)
+    for k, (scale, weight) in enumerate(OCTAVES):
+        period = cell * np.float32(scale)
+        offset = np.float32(0.37 * k)
+        ix, iy, iz = lx / period + offset, ly / period + offset, lz / period + offset
+        for lattice in (ix, iy, iz):
+            np.floor(lattice, out=lattice)
+        noise = _hash(ix, iy, iz)
+        out += np.float32(weight) * _fade(period, footprint) * (2.0 * noise - 1.0)
+    return out
+
+
 def texture(
     local: tuple[np.ndarray, np.ndarray, np.ndarray],
     mats: np.ndarray,
@@ -118,11 +144,7 @@ def texture(
     used to fade detail that would alias."""
     lx, ly, lz = local
     cell = table["cell"][mats]
-    ix, iy, iz = lx / cell, ly / cell, lz / cell
-    for lattice in (ix, iy, iz):
-        np.floor(lattice, out=lattice)
-    noise = _hash(ix, iy, iz)
-    factor = 1.0 + table["noise"][mats] * _fade(cell, footprint) * (2.0 * noise - 1.0)
+    factor = 1.0 + table["noise"][mats] * _octave_noise(local, cell, footprint)
     lit = np.zeros(mats.shape, dtype=bool)
     for key, period in (("windows", 2.5), ("stripes", 0.35)):
         amp = table[key][mats]

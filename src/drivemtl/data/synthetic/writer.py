@@ -1,5 +1,5 @@
-"""Write rendered frames in the canonical layout: JPEG images, Scalabel frames, BDD100K bitmasks
-and KITTI-style 16-bit PNGs (see docs/data_format.md)."""
+"""Write rendered frames in the canonical layout: JPEG images (PNG for lossless sets), Scalabel
+frames, BDD100K bitmasks and KITTI-style 16-bit PNGs (see docs/data_format.md)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,21 @@ def frame_label(frame: SynthFrame, name: str, tasks: set[str], video: str | None
     )
 
 
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Write an RGB uint8 image: lossless PNG for a ``.png`` path, else JPEG (`JPEG_QUALITY`).
+
+    Sets that train flow photometrically (`SetSpec.lossless`, preset `tracking`) use PNG: JPEG's
+    artefacts sit on its fixed 8x8 block grid, so they stay put while the scene moves and make the
+    census loss favour zero flow (docs/video_tasks.md).
+    """
+    png = path.suffix.lower() == ".png"
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1] if png else [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    ok, data = cv2.imencode(".png" if png else ".jpg", image[..., ::-1], params)
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode the image")
+    write_bytes(path, data)
+
+
 def write_frame(root: Path, name: str, frame: SynthFrame, tasks: set[str]) -> None:
     """Write the image and the label files of `tasks` for `frame` under the set folder `root`.
 
@@ -95,13 +110,7 @@ def write_frame(root: Path, name: str, frame: SynthFrame, tasks: set[str]) -> No
     maps, depth and normals, "sub" for flow (smooth along rows, twice as fast as "up" there).
     """
     stem = str(Path(name).with_suffix(".png"))
-    image_path = root / "images" / name
-    ok, data = cv2.imencode(
-        ".jpg", frame.image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-    )
-    if not ok:
-        raise OSError(f"{image_path}: OpenCV could not encode the JPEG")
-    write_bytes(image_path, data)
+    write_image(root / "images" / name, frame.image)
     if "semantic" in tasks:
         write_png(root / "masks" / "semantic" / stem, frame.semantic, row_filter="up")
     if "drivable" in tasks:
