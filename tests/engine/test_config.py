@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from drivemtl.engine.adversarial import AdversarialPlan
 from drivemtl.engine.config import RecipeConfig, StageConfig
-from drivemtl.engine.plan import MergePlan, StagePlan, plan_for_model
+from drivemtl.engine.plan import MergePlan, PseudoLabelPlan, StagePlan, plan_for_model
 from drivemtl.engine.run_config import load_run_config
 from drivemtl.models import build_model
 
@@ -52,14 +52,53 @@ def test_shipped_examples_plan(path: Path) -> None:
         assert (path.stem == "densemtl_uda_synthetic") == (classes is None)  # real: 8 classes
         assert classes is None or len(classes) == 8
     if path.stem == "vtd_cpf":
-        subs = [p for p in plans if isinstance(p, StagePlan) and p.group == "decoders"]
-        assert sorted(p.tasks[0] for p in subs) == sorted(config.model.tasks)
-        assert all(p.config.optimizer.lr == pytest.approx(1e-5) for p in subs)  # joint lr / 10
-        assert isinstance(plans[-1], MergePlan)
+        check_vtd_cpf(plans, list(config.model.tasks))
     if path.stem == "pretrain_adapt_finetune":
         adapt = plans[0]
         assert isinstance(adapt, StagePlan)
         assert all(n.startswith("neck.") for n in adapt.freeze.trainable)
+
+
+def check_vtd_cpf(plans: list, model_tasks: list[str]) -> None:
+    """VTDNet's CPF (App. H): curriculum (detection + MOT, then instance + pose on a frozen
+    network), single-task teachers whose pseudo labels (semantic >= 0.3, joints >= 0.2) join
+    round-robin joint training, per-decoder fine-tuning at lr / 10 merged last."""
+    names = [p.name for p in plans if p.name.split(".")[0] == p.name]
+    assert names == ["curriculum_loc", "curriculum_inst", "teacher_semantic", "teacher_pose",
+                     "pseudo_semantic", "pseudo_pose", "joint", "decoders"]  # fmt: skip
+    units = {p.name: p for p in plans}
+    first, second = units["curriculum_loc"], units["curriculum_inst"]
+    assert (first.tasks, first.sets) == (["detection", "mot"], ["detection", "tracking"])
+    assert second.tasks == ["instance", "pose"] and second.init == "stage:curriculum_loc"
+    frozen = ("backbone.", "neck.", "heads.detection.", "heads.mot.")
+    assert not [n for n in second.freeze.trainable if n.startswith(frozen)]
+    assert {n.split(".")[1] for n in second.freeze.trainable if n.startswith("heads.")} >= {
+        "instance",
+        "pose",
+    }
+    assert all(n in second.freeze.frozen for n in first.freeze.trainable if n.startswith(frozen))
+    semantic, pose = units["pseudo_semantic"], units["pseudo_pose"]
+    assert isinstance(semantic, PseudoLabelPlan) and isinstance(pose, PseudoLabelPlan)
+    assert semantic.teacher == "stage:teacher_semantic" and pose.teacher == "stage:teacher_pose"
+    assert semantic.rules["semantic_confidence"] == pytest.approx(0.3)
+    assert pose.rules["joint_score"] == pytest.approx(0.2)
+    assert semantic.labels == {"detection": ["semantic"], "tracking": ["semantic"]}
+    assert pose.labels == {"segmentation": ["pose"], "tracking": ["pose"]}
+    joint = units["joint"]
+    assert joint.init == "stage:curriculum_inst" and joint.config.sampler == "set_round_robin"
+    assert joint.tasks == model_tasks and joint.sets == ["detection", "segmentation", "tracking"]
+    lr = joint.config.optimizer.lr
+    assert (lr, joint.config.optimizer.weight_decay, joint.config.epochs) == (1e-4, 0.05, 12)
+    assert joint.config.schedule.milestones == [8, 11]
+    subs = [p for p in plans if isinstance(p, StagePlan) and p.group == "decoders"]
+    # every decoder with parameters (MOTS has none), at lr / 10 for 6 epochs, alone
+    assert [p.tasks[0] for p in subs] == [t for t in model_tasks if t != "mots"]
+    assert all(p.config.optimizer.lr == pytest.approx(lr / 10) for p in subs)
+    assert all(p.config.epochs == 6 and p.init == "stage:joint" for p in subs)
+    for sub in subs:
+        assert all(n.startswith(f"heads.{sub.tasks[0]}.") for n in sub.freeze.trainable)
+    merge = plans[-1]
+    assert isinstance(merge, MergePlan) and merge.parts == {p.tasks[0]: p.name for p in subs}
 
 
 def test_a_sets_class_list_must_be_the_models(tmp_path: Path) -> None:
