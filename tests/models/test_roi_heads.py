@@ -53,3 +53,27 @@ def test_detect_thresholds_and_class_aware_nms() -> None:
     assert torch.allclose(scores[0], torch.tensor([0.7, 0.3]))
     assert classes[0].tolist() == [0, 1]
     assert torch.allclose(out_boxes[0], torch.tensor([[0.0, 0.0, 10.0, 10.0], [0, 0, 10, 10.5]]))
+
+
+def test_box_loss_l1_by_hand() -> None:
+    """The true class's deltas off by (1, 0.05, 0, 0) on one positive of 2 RoIs: L1 sums the
+    absolute errors; smooth-L1 is quadratic below beta; both are divided by the 2 RoIs."""
+    import pytest
+    from pydantic import ValidationError
+
+    rois = torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+    gt = torch.tensor([[1.0, 1.0, 11.0, 12.0], [0.0, 0.0, 0.0, 0.0]])
+    labels = torch.tensor([1, 3])
+    logits = torch.zeros(2, 4)
+    deltas = torch.zeros(2, 12)
+    deltas[0, 4:8] = encode_boxes(gt[:1], rois[:1], BOX_WEIGHTS)[0] + torch.tensor(
+        [1.0, -0.05, 0.0, 0.0]
+    )
+    deltas[1] = 7.0  # a background RoI's deltas never count
+    _, l1 = box_loss(logits, deltas, rois, labels, gt, 3, beta=1 / 9, loss="l1")
+    assert float(l1) == pytest.approx(1.05 / 2, abs=1e-6)
+    _, smooth = box_loss(logits, deltas, rois, labels, gt, 3, beta=1 / 9)
+    assert float(smooth) == pytest.approx((1 - 1 / 18 + 0.5 * 0.05**2 * 9) / 2, abs=1e-6)
+    assert RoIConfig().reg_loss == "smooth_l1" and RoIConfig(reg_loss="l1").reg_loss == "l1"
+    with pytest.raises(ValidationError):
+        RoIConfig(reg_loss="huber")

@@ -37,3 +37,30 @@ def test_loss_for_confident_correct_predictions_is_small() -> None:
     out.objectness[0] = torch.zeros_like(target)
     cls, _ = rpn_loss(out, [gt], [None], cfg, [0])
     assert abs(float(cls) - float(torch.log(torch.tensor(2.0)))) < 1e-6
+
+
+def test_regression_loss_l1_and_smooth_l1_by_hand() -> None:
+    """One positive anchor (its own gt, target deltas 0) among 16 non-overlapping anchors: all
+    16 are sampled, and the regression is the sum over its 4 deltas / 16."""
+    import pytest
+    from pydantic import ValidationError
+
+    deltas = torch.tensor([0.5, -0.05, 0.0, 2.0])
+    beta = 1.0 / 9
+    by_hand = {
+        "l1": (0.5 + 0.05 + 0.0 + 2.0) / 16,
+        "smooth_l1": ((0.5 - beta / 2) + 0.5 * 0.05**2 / beta + 0.0 + (2.0 - beta / 2)) / 16,
+    }
+    for kind, expected in by_hand.items():
+        cfg = RPNConfig(anchor_sizes=(8,), aspect_ratios=(1.0,), batch_size_per_image=16,
+                        reg_loss=kind)  # fmt: skip
+        rpn = RPN(4, (16,), cfg)  # stride 16 > anchor size 8: no two anchors overlap
+        out = rpn([torch.zeros(1, 4, 4, 4)], [(64, 64)], training=True)
+        gt = out.anchors[0][5:6].clone()
+        out.deltas[0] = torch.zeros_like(out.deltas[0])
+        out.deltas[0][0, 5] = deltas
+        _, reg = rpn_loss(out, [gt], [None], cfg, [0])
+        assert float(reg) == pytest.approx(expected, abs=1e-7), kind
+    assert RPNConfig().reg_loss == "smooth_l1"  # the default keeps existing configs' numbers
+    with pytest.raises(ValidationError):
+        RPNConfig(reg_loss="l2")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from batches import tiny_config
+from batches import TINY_HEADS, tiny_config
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
@@ -230,3 +230,104 @@ def test_the_flow_decoder_is_counted_on_a_reference_frame() -> None:
     alone = summarize(build_model(tiny_config(("detection",))), (64, 96))
     assert summary.shared == alone.shared  # the same backbone + neck, counted once
     assert summary.total_macs == summary.shared_macs + sum(c.macs for c in summary.heads)
+
+
+def test_a_failed_meta_pass_does_not_leak_into_the_real_count() -> None:
+    """The detector cannot run on meta (NMS, top-k); the fallback pass must count every op once:
+    the components add up to a plain FlopCounterMode count of the same forward."""
+    from drivemtl.models.summary import blank_batch
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(("semantic", "detection")))
+    summary = summarize(model, (64, 96))
+    assert summary.method == "cpu"
+    counter = FlopCounterMode(display=False)
+    model.eval()
+    with torch.no_grad(), counter:
+        model(blank_batch((64, 96)))
+    assert summary.total_macs == counter.get_total_flops() // 2
+    assert summary.component("heads.detection").macs < summary.total_macs // 2
+
+
+def test_roi_heads_on_a_fixed_number_of_detections() -> None:
+    """With `rois_per_image` the mask head's MACs scale with it, the keypoint head runs on the
+    person classes' share of the cycled classes, and the detector itself is unchanged."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(("detection", "instance", "pose")))
+    eight, sixteen = (summarize(model, (64, 96), rois_per_image=n) for n in (8, 16))
+    for name in ("heads.instance", "heads.pose"):
+        assert eight.component(name).macs > 0
+        assert sixteen.component(name).macs == 2 * eight.component(name).macs
+    assert eight.component("heads.detection") == sixteen.component("heads.detection")
+    assert "RoI heads on 8 detections per image" in format_summary(eight)
+    with pytest.raises(ValueError, match="rois_per_image"):
+        summarize(model, (64, 96), rois_per_image=0)
+
+
+def test_deformable_convolutions_are_counted() -> None:
+    """A DCN layer reports its offset / mask conv and its main im2col product: on the group's
+    16-channel stride-4 map (16 x 24), one shared deformable conv to 8 channels, then 1x1."""
+    from drivemtl.models.config import ModelConfig
+
+    torch.manual_seed(0)
+    heads = {"semantic": {"conv": "deform", "channels": 8, "shared_convs": 1}}
+    cfg = tiny_config(("semantic",), **heads)
+    cfg = ModelConfig.model_validate(
+        {**cfg.model_dump(), "groups": {"segmentation": {"type": "semantic_fpn", "channels": 16}}}
+    )
+    summary = summarize(build_model(cfg), (64, 96))
+    positions = 16 * 24
+    offset_conv, main, output = 16 * 27 * 9, 16 * 8 * 9, 8 * 19
+    assert summary.component("heads.semantic").macs == (offset_conv + main + output) * positions
+
+
+def test_single_task_tagging_needs_no_neck_and_mots_needs_what_it_joins() -> None:
+    """A tagging model is the backbone + its classifier (no FPN: it reads C5 only); a MOTS
+    model has the detector, the mask head and the embedding head whose outputs it joins."""
+    from drivemtl.models.config import ModelConfig, TaskConfig
+    from drivemtl.models.summary import single_task_components
+
+    mot = {"channels": 16, "num_convs": 1, "norm_groups": 4, "fc_dim": 32, "embed_dim": 16}
+    heads = {"tagging": {}, "detection": TINY_HEADS["detection"],
+             "instance": TINY_HEADS["instance"], "mot": mot, "mots": {}}  # fmt: skip
+    cfg = ModelConfig(
+        backbone={"type": "resnet18", "width": 8, "norm": "gn"},
+        neck={"type": "fpn", "out_channels": 16, "norm": "gn"},
+        tasks={t: TaskConfig(head=h) for t, h in heads.items()},
+    )
+    components = single_task_components(build_model(cfg))
+    assert components["tagging"] == ("backbone", "heads.tagging")
+    assert components["mot"] == ("backbone", "neck", "heads.detection", "heads.mot")
+    assert set(components["mots"]) == {
+        "backbone", "neck", "heads.detection", "heads.instance", "heads.mot", "heads.mots"
+    }  # fmt: skip
+
+
+def test_table_tells_a_tiny_stage_from_an_empty_one() -> None:
+    from drivemtl.models.summary import ComponentCost, ModelSummary
+
+    summary = ModelSummary(
+        (64, 96),
+        [ComponentCost("backbone", 10, 2_000_000_000)],
+        [ComponentCost("heads.tagging", 5, 36_864), ComponentCost("heads.mots", 0, 0)],
+    )
+    rows = {line.split()[0]: line.split()[-1] for line in format_summary(summary).splitlines()}
+    assert rows["backbone"] == "2.000"
+    assert rows["heads.tagging"] == "<0.001" and rows["heads.mots"] == "0.000"
+
+
+def test_cli_counts_roi_heads_on_fixed_detections(tmp_path: Path) -> None:
+    config = tmp_path / "pose.yaml"
+    config.write_text(
+        "model:\n  backbone: {type: resnet18, width: 8, norm: gn}\n"
+        "  neck: {type: fpn, out_channels: 16, norm: gn}\n"
+        "  tasks: {pose: {head: {channels: 16, num_convs: 1}}}\n"
+    )
+    args = ["summary", str(config), "--height", "64", "--width", "96", "--memory-size", "64x96"]
+    result = CliRunner().invoke(app, [*args, "--rois", "4"])
+    assert result.exit_code == 0, result.output
+    assert "RoI heads on 4 detections per image" in result.output
+    pose = next(line for line in result.output.splitlines() if line.startswith("heads.pose"))
+    assert float(pose.split()[2]) > 0  # GMACs of a keypoint head on the person detections
+    bad = CliRunner().invoke(app, [*args, "--rois", "0"])
+    assert bad.exit_code != 0 and "--rois 0" in str(bad.exception)

@@ -46,3 +46,22 @@ def test_postprocess_hand_made_logits() -> None:
     assert pred.tags.tolist() == [2, 0, 3]
     assert math.isclose(float(pred.tag_scores[0]), 3 / 9, rel_tol=1e-6)
     assert math.isclose(float(pred.tag_scores[2]), math.e / (math.e + 3), rel_tol=1e-6)
+
+
+def test_attribute_weights_scale_each_cross_entropy() -> None:
+    """VTD's tagging (Table 11): weather and scene only, time of day weighted 0."""
+    import pytest
+
+    from drivemtl.config.loader import ConfigError
+    from drivemtl.models.config import TaskConfig
+
+    batch = make_batch(2, ("tagging",), labeled=[True, True])
+    logits = {"weather": torch.zeros(2, 7), "scene": torch.zeros(2, 7),
+              "timeofday": torch.zeros(2, 4)}  # fmt: skip
+    weights = {"timeofday": 0.0, "scene": 2.0}
+    task = TaggingTask(TaskConfig(head={"attribute_weights": weights}))
+    assert math.isclose(float(task.loss(logits, batch)), 3 * math.log(7), rel_tol=1e-6)
+    with pytest.raises(ConfigError, match="unknown attributes \\['season'\\]"):
+        TaggingTask(TaskConfig(head={"attribute_weights": {"season": 1.0}}))
+    with pytest.raises(ConfigError, match=">= 0"):
+        TaggingTask(TaskConfig(head={"attribute_weights": {"scene": -1.0}}))

@@ -38,6 +38,15 @@ def summary(
     memory_batch: Annotated[
         int, typer.Option("--memory-batch", help="Batch size of the memory column.")
     ] = 1,
+    rois: Annotated[
+        int | None,
+        typer.Option(
+            "--rois",
+            help="Count the RoI heads (masks, keypoints, track embeddings) on this many "
+            "detections per image (grid boxes, classes cycling over the detector's) instead of "
+            "what the current weights detect on the blank image (MACs and memory).",
+        ),
+    ] = None,
     memory_training: Annotated[
         bool,
         typer.Option(
@@ -66,8 +75,12 @@ def summary(
         model = build_model(cfg.model)
     except (KeyError, ValueError) as exc:
         raise UsageError(f"{config}: cannot build the model: {exc}") from None
-    summary = summarize(model, (height, width))
+    if rois is not None and rois < 1:
+        raise UsageError(f"--rois {rois}: expected a positive number")
+    summary = summarize(model, (height, width), rois_per_image=rois)
     memory = None
     if size is not None:
-        memory = model_memory(model, size, memory_batch, training=memory_training)
+        memory = model_memory(
+            model, size, memory_batch, training=memory_training, rois_per_image=rois
+        )
     typer.echo(format_summary(summary, memory))

@@ -33,6 +33,12 @@ def task_stream(task: str) -> str:
     return f"task:{task}"
 
 
+def task_group_key(group: str, task: str) -> str:
+    """Key in `Features.groups` of one task's own version of its group's map (written by an
+    interaction block such as VTDNet's Intra-IB), e.g. ``segmentation/semantic``."""
+    return f"{group}/{task}"
+
+
 @dataclass
 class ObjectFeatures:
     """The object (RoI) stream: proposals, sampled RoIs in training, detections at inference.
@@ -42,7 +48,10 @@ class ObjectFeatures:
     `roi_gt_index` the index of the matched ground-truth instance (-1 for background).
     At inference `detections` are the final boxes per image ([Ni, 4]) with `det_classes` and
     `det_scores`, which the mask and keypoint heads refine. `embeddings` are optional per-object
-    feature vectors (per image [Ri, C]) that object-level interaction blocks read and update.
+    feature vectors (per image [Ri, C]) that object-level interaction blocks read and update;
+    `task_embeddings` maps a task to its own per-image vectors (VTDNet's Intra-IB gives every
+    task of the localization group its own), aligned with `embedding_boxes` (the boxes the
+    vectors were pooled from: the RoIs in training, the detections at inference).
     """
 
     proposals: list[Tensor]
@@ -53,6 +62,12 @@ class ObjectFeatures:
     det_classes: list[Tensor] | None = None
     det_scores: list[Tensor] | None = None
     embeddings: list[Tensor] | None = None
+    embedding_boxes: list[Tensor] | None = None
+    task_embeddings: dict[str, list[Tensor]] = field(default_factory=dict)
+
+    def vectors(self, task: str) -> list[Tensor] | None:
+        """`task`'s own object vectors when an interaction block wrote them, else `embeddings`."""
+        return self.task_embeddings.get(task, self.embeddings)
 
 
 @dataclass
@@ -97,6 +112,15 @@ class Features:
             have = ", ".join(f"p{s.bit_length() - 1}" for s in self.strides)
             raise ValueError(f"no pixel level {name!r}; have {have}")
         return self.strides.index(stride)
+
+    def group_map(self, group: str, task: str | None = None) -> Tensor:
+        """The map a decoder of `task` reads: the task's own map when an interaction block
+        (VTDNet's Intra-IB) provided one (`task_group_key`), else the group's shared map."""
+        if task is not None:
+            own = self.groups.get(task_group_key(group, task))
+            if own is not None:
+                return own
+        return self.groups[group]
 
     def require_objects(self, who: str) -> ObjectFeatures:
         """The object stream, or a RuntimeError naming the stage that needed it."""

@@ -6,15 +6,29 @@ and RoIAlign gathers are not counted). The pass runs on the `meta` device (shape
 compute) when the model allows it, else for real on the model's device: RoI heads (NMS, top-k of
 proposals) need real values, and are counted on what the current weights produce.
 
+How many detections the RoI heads (masks, keypoints, track embeddings) run on is data-dependent:
+by default, what the current weights make of the blank image (random weights: up to the
+detector's `detections_per_image`, of whatever classes; a trained model: next to none). With
+`rois_per_image=N` every object-stream provider's detections are replaced, for the count, by N
+boxes per image tiling the image, their classes cycling over the detector's classes (so a
+keypoint head runs on the person classes' share of them): a fixed, comparable workload.
+
+Deformable convolutions (`DeformConv2dPack`, pure PyTorch) are counted as their offset / mask
+convolution plus the main im2col matrix product (the bilinear sampling is not counted, like
+other resampling), i.e. a DCN layer reports the MACs of two convolutions.
+
 A head that reads a reference frame at inference (`reference_at_inference`: the flow decoder,
 which runs on the key and reference frames' features) is counted on a second pass whose blank
 batch carries a blank reference frame; the reference frame's backbone + neck pass is not added
 to the shared stages (in a video it is the neighbouring frame's own pass).
 
 The single-task column counts, for every enabled task, the network a single-task model of it
-needs: backbone, neck and every stage its head depends on (group encoders, support heads: an
-instance model is backbone + neck + detector + mask head), without the cross-task stages
-(interaction and exchange blocks). `ratio` reads the unified network's cost over their sum.
+needs: the backbone, the neck when anything of it reads the pixel features (a tagging model is
+the backbone and its classifier, as VTDNet's single-task tagging baseline), and every stage its
+head, the heads of the tasks it `requires` (MOTS: MOT + instance) and their support heads
+depend on (group encoders, support heads: an instance model is backbone + neck + detector +
+mask head), without the cross-task stages (interaction and exchange blocks). `ratio` reads the
+unified network's cost over their sum.
 
 Peak activation memory (`model_memory`) is counted by `drivemtl.models.memory`: the largest sum
 of simultaneously live activation bytes of an inference pass, overall and while each stage runs.
@@ -22,16 +36,17 @@ of simultaneously live activation bytes of an inference pass, overall and while 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from drivemtl.models.features import REFERENCE
+from drivemtl.models.features import OBJECTS, PIXEL, REFERENCE, Features
 from drivemtl.models.memory import (
     META_ERRORS,
     MemoryProfile,
@@ -41,7 +56,7 @@ from drivemtl.models.memory import (
     meta_twins,
     stage_labels,
 )
-from drivemtl.models.multitask import MultiTaskNet, order_stages
+from drivemtl.models.multitask import MultiTaskNet, order_stages, with_required
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.sample import SampleMeta
@@ -63,7 +78,8 @@ class ModelSummary:
 
     `single_task`: each enabled task -> the components a single-task model of it needs (empty:
     the shared stages plus each head, the reading before dependencies were tracked); `method`:
-    how MACs were counted ("meta" or the device the pass ran on).
+    how MACs were counted ("meta" or the device the pass ran on); `rois_per_image`: the fixed
+    number of detections the RoI heads were counted on (None: what the weights produced).
     """
 
     input_size: tuple[int, int]
@@ -71,6 +87,7 @@ class ModelSummary:
     heads: list[ComponentCost]
     single_task: dict[str, tuple[str, ...]] = field(default_factory=dict)
     method: str = "cpu"
+    rois_per_image: int | None = None
 
     def component(self, name: str) -> ComponentCost:
         """The cost of component `name` (KeyError naming the known ones)."""
@@ -235,16 +252,21 @@ CROSS_TASK_KINDS = ("interaction", "exchange")  # stages a single-task model doe
 def single_task_components(model: MultiTaskNet) -> dict[str, tuple[str, ...]]:
     """Each enabled task -> the stage paths a single-task model of it needs, in stage order.
 
-    Backbone, neck and every stage the task's head (and the support heads it owns) depends on,
-    in the graph without the cross-task stages (interaction and exchange blocks), which a
-    single-task model does not have.
+    The backbone, the neck when a needed stage reads pixel features (or a reference frame's),
+    and every stage that the heads of the task and of the tasks it requires (with the support
+    heads they own) depend on, in the graph without the cross-task stages (interaction and
+    exchange blocks), which a single-task model does not have.
     """
     graph = [s for s in model.stage_list if s.kind not in CROSS_TASK_KINDS]
     out = {}
     for task in model.task_names:
-        heads = [task, *(n for n, owner in model.support_owner.items() if owner == task)]
-        needed = {s.path for s in order_stages(graph, [f"out:{h}" for h in heads])}
-        needed |= {"backbone", "neck"}
+        members = with_required(model.tasks, [task])
+        heads = [*members, *(n for n, owner in model.support_owner.items() if owner in members)]
+        stages = order_stages(graph, [f"out:{h}" for h in heads])
+        needed = {s.path for s in stages} | {"backbone"}
+        streams = {stream for s in stages for stream in (*s.needs, *s.modifies)}
+        if streams & {PIXEL, REFERENCE}:
+            needed.add("neck")
         out[task] = tuple(dict.fromkeys(s.path for s in model.stage_list if s.path in needed))
     return out
 
@@ -264,29 +286,95 @@ def _no_parameter_grads(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+def grid_boxes(size: tuple[int, int], count: int, like: torch.Tensor) -> torch.Tensor:
+    """[count, 4] boxes (x1, y1, x2, y2) of a near-square grid tiling an image of `size` (H, W)."""
+    height, width = size
+    columns = max(1, math.isqrt(count - 1) + 1)  # ceil(sqrt(count))
+    rows = -(-count // columns)
+    index = torch.arange(count, device=like.device)
+    col, row = (index % columns).to(like.dtype), (index // columns).to(like.dtype)
+    cell_w, cell_h = width / columns, height / rows
+    return torch.stack((col * cell_w, row * cell_h, (col + 1) * cell_w, (row + 1) * cell_h), 1)
+
+
+def _fixed_detections(count: int) -> Callable[[nn.Module, tuple, Any], None]:
+    """Forward hook of an object-stream provider: its inference detections become `count`
+    grid boxes per image, classes cycling over the module's `num_classes`, scores 1."""
+
+    def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        features = args[0] if args else None
+        objects = getattr(features, "objects", None)
+        if not isinstance(features, Features) or objects is None or objects.detections is None:
+            return
+        like = features.image
+        boxes = [grid_boxes(size, count, like) for size in features.image_sizes]
+        classes = torch.arange(count, device=like.device) % int(getattr(module, "num_classes", 1))
+        features.objects = replace(
+            objects,
+            detections=boxes,
+            det_classes=[classes.clone() for _ in boxes],
+            det_scores=[like.new_ones(count) for _ in boxes],
+        )
+
+    return hook
+
+
+@contextmanager
+def _detections_per_image(model: MultiTaskNet, count: int | None) -> Iterator[None]:
+    """With `count`, every object-stream provider's detections fixed (`_fixed_detections`)."""
+    if count is None:
+        yield
+        return
+    if count < 1:
+        raise ValueError(f"rois_per_image {count}: expected a positive number")
+    paths = {s.path for s in model.stage_list if OBJECTS in s.provides and s.kind == "decoder"}
+    handles = [
+        model.get_submodule(p).register_forward_hook(_fixed_detections(count)) for p in paths
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def summarize(
-    model: MultiTaskNet, input_size: tuple[int, int] = (720, 1280), on_meta: bool = True
+    model: MultiTaskNet,
+    input_size: tuple[int, int] = (720, 1280),
+    on_meta: bool = True,
+    rois_per_image: int | None = None,
 ) -> ModelSummary:
     """Count parameters and MACs of every stage for one image of `input_size`.
 
     The pass runs on `meta` when the model allows it (`on_meta`), else on its device, in eval
-    mode under no_grad. RoI heads are counted on the proposals / detections the current
-    weights produce; heads that read a reference frame at inference on a second pass with one.
+    mode under no_grad. RoI heads are counted on the detections the current weights produce,
+    or on `rois_per_image` grid boxes per image; heads that read a reference frame at
+    inference on a second pass with one.
     """
-    counter = FlopCounterMode(display=False)
+    with _detections_per_image(model, rois_per_image):
+        summary = _summarize(model, input_size, on_meta)
+    return replace(summary, rois_per_image=rois_per_image)
+
+
+def _summarize(model: MultiTaskNet, input_size: tuple[int, int], on_meta: bool) -> ModelSummary:
+    """`summarize` with the detections as they are (see there)."""
+    counters: list[FlopCounterMode] = []
 
     def around(run: Callable[[], Any], images: torch.Tensor) -> None:
-        counter.flop_counts.clear()
-        with torch.no_grad(), _no_parameter_grads(model), counter:
+        # a fresh counter per attempt: a pass that fails inside a module (meta cannot run a
+        # data-dependent step) leaves that module on the counter's stack of parents, and a
+        # reused counter would add every op of the next pass to it
+        counters[:] = [FlopCounterMode(display=False)]
+        with torch.no_grad(), _no_parameter_grads(model), counters[0]:
             run()
 
     method, _ = run_forward(model, input_size, around, on_meta)
-    counts = {k: dict(v) for k, v in counter.get_flop_counts().items()}
+    counts = {k: dict(v) for k, v in counters[0].get_flop_counts().items()}
     root = type(model).__name__
     readers = reference_readers(model)
     if readers:  # their MACs from a pass with a reference frame, the rest from the plain one
         run_forward(model, input_size, around, on_meta, reference=True)
-        with_reference = counter.get_flop_counts()
+        with_reference = counters[0].get_flop_counts()
         bases = [f"{root}.{p}" for p in readers]
         counts = {k: v for k, v in counts.items() if not _under(k, bases)}
         counts.update({k: dict(v) for k, v in with_reference.items() if _under(k, bases)})
@@ -308,13 +396,15 @@ def model_memory(
     batch_size: int = 1,
     on_meta: bool = True,
     training: bool = False,
+    rois_per_image: int | None = None,
 ) -> MemoryProfile:
     """Peak activation memory of one inference pass at `input_size`, overall and per stage.
 
     Counted on `meta` (no compute, exact for the ops' outputs) when the model allows it, else
     by a real pass on the model's device. The input images count as live from the start. With
     `training`, the pass runs in train mode recording autograd, so the tensors saved for the
-    backward pass count too (the gradients a backward pass then allocates do not).
+    backward pass count too (the gradients a backward pass then allocates do not). With
+    `rois_per_image`, inference RoI heads run on that many detections (as in `summarize`).
     """
     paths = list(dict.fromkeys(s.path for s in model.stage_list))
     labels = stage_labels(model, paths)
@@ -324,7 +414,8 @@ def model_memory(
         input_bytes[:] = [images.numel() * images.element_size()]
         trackers[:] = [measure(run, (images,), labels, grad=training)]
 
-    method, note = run_forward(model, input_size, around, on_meta, batch_size, training)
+    with _detections_per_image(model, rois_per_image):
+        method, note = run_forward(model, input_size, around, on_meta, batch_size, training)
     tracker = trackers[0]
     stages = [
         StageMemory(p, tracker.label_peak[p], tracker.label_own[p])
@@ -338,12 +429,23 @@ def _mib(value: int) -> str:
     return f"{value / 2**20:.1f}"
 
 
+def _gmacs(macs: int) -> str:
+    """GMACs to 3 decimals; a stage that runs but rounds to 0 (a linear classifier) reads
+    "<0.001", so that "0.000" means it computes nothing."""
+    return "<0.001" if 0 < macs < 500_000 else f"{macs / 1e9:.3f}"
+
+
 def format_summary(summary: ModelSummary, memory: MemoryProfile | None = None) -> str:
     """A plain-text table: component, parameters (M), GMACs, the unified / single-task ratio
     and, with `memory`, each stage's peak activation memory (all live / its own, MiB)."""
     h, w = summary.input_size
     header = f"{'component':<22}{'params (M)':>12}{'GMACs':>12}"
-    lines = [f"input {h}x{w} (MACs counted on {summary.method})"]
+    rois = (
+        ""
+        if summary.rois_per_image is None
+        else f"; RoI heads on {summary.rois_per_image} detections per image"
+    )
+    lines = [f"input {h}x{w} (MACs counted on {summary.method}{rois})"]
     peaks: dict[str, StageMemory] = {}
     if memory is not None:
         mh, mw = memory.input_size
@@ -356,7 +458,7 @@ def format_summary(summary: ModelSummary, memory: MemoryProfile | None = None) -
         peaks = {s.name: s for s in memory.stages}
     lines.append(header)
     for c in [*summary.shared, *summary.heads]:
-        line = f"{c.name:<22}{c.params / 1e6:>12.3f}{c.macs / 1e9:>12.3f}"
+        line = f"{c.name:<22}{c.params / 1e6:>12.3f}{_gmacs(c.macs):>12}"
         if c.name in peaks:
             line += f"{_mib(peaks[c.name].peak_bytes):>12}{_mib(peaks[c.name].own_bytes):>10}"
         lines.append(line)

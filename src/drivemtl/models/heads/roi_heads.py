@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from drivemtl.models.heads.anchors import match_boxes, sample_matches
+from drivemtl.models.heads.rpn import RegressionLoss, regression_loss
 from drivemtl.ops.boxes import clip_boxes, decode_boxes, encode_boxes
 from drivemtl.ops.nms import batched_nms
 from drivemtl.ops.roi_align import MultiScaleRoIAlign
@@ -37,6 +38,7 @@ class RoIConfig(BaseModel):
     score_threshold: float = 0.05
     nms_threshold: float = 0.5
     detections_per_image: int = 100
+    reg_loss: RegressionLoss = "smooth_l1"
     smooth_l1_beta: float = 1.0 / 9
 
 
@@ -124,8 +126,12 @@ def box_loss(
     matched_boxes: Tensor,
     num_classes: int,
     beta: float,
+    loss: RegressionLoss = "smooth_l1",
 ) -> tuple[Tensor, Tensor]:
-    """(CE over sampled RoIs, smooth-L1 of the true class's deltas on positives / #RoIs)."""
+    """(CE over sampled RoIs, regression of the true class's deltas on positives / #RoIs).
+
+    The regression is smooth-L1 with `beta` or, with `loss="l1"`, plain L1 (VTDNet's L_D).
+    """
     if labels.numel() == 0:
         zero = class_logits.sum() * 0.0
         return zero, zero
@@ -133,7 +139,7 @@ def box_loss(
     positive = torch.nonzero(labels < num_classes).squeeze(1)
     deltas = box_deltas.view(-1, num_classes, 4)[positive, labels[positive]]
     target = encode_boxes(matched_boxes[positive], rois[positive], BOX_WEIGHTS)
-    reg = F.smooth_l1_loss(deltas, target.to(deltas.dtype), beta=beta, reduction="sum")
+    reg = regression_loss(deltas, target, loss, beta)
     return cls, reg / labels.numel()
 
 

@@ -2,12 +2,14 @@
 
 One 3x3 conv + ReLU shared by all levels, then 1x1 convs for objectness (A per location) and box
 deltas (4A). Proposals: per level the top-k scores, decoded and clipped, small boxes removed, then
-NMS per level and the best `post_nms_topk` per image.
+NMS per level and the best `post_nms_topk` per image. The box regression loss is smooth-L1
+(Detectron2 / torchvision, the default) or plain L1 (`reg_loss: l1`, what VTDNet uses).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,20 @@ from torch import Tensor, nn
 from drivemtl.models.heads.anchors import AnchorGenerator, match_boxes, sample_matches
 from drivemtl.ops.boxes import clip_boxes, decode_boxes, encode_boxes
 from drivemtl.ops.nms import batched_nms
+
+RegressionLoss = Literal["smooth_l1", "l1"]
+
+
+def regression_loss(
+    pred: Tensor, target: Tensor, kind: RegressionLoss, beta: float = 1.0 / 9
+) -> Tensor:
+    """Summed box regression loss: smooth-L1 with `beta` (quadratic below it) or plain L1."""
+    target = target.to(pred.dtype)
+    if kind == "l1":
+        return F.l1_loss(pred, target, reduction="sum")
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target, beta=beta, reduction="sum")
+    raise ValueError(f"box regression loss {kind!r}: expected 'smooth_l1' or 'l1'")
 
 
 class RPNConfig(BaseModel):
@@ -36,6 +52,7 @@ class RPNConfig(BaseModel):
     bg_iou: float = 0.3
     batch_size_per_image: int = 256
     positive_fraction: float = 0.5
+    reg_loss: RegressionLoss = "smooth_l1"
     smooth_l1_beta: float = 1.0 / 9
 
 
@@ -144,9 +161,10 @@ def rpn_loss(
     config: RPNConfig,
     images: list[int],
 ) -> tuple[Tensor, Tensor]:
-    """(objectness BCE, box smooth-L1) over sampled anchors of `images` (batch indices).
+    """(objectness BCE, box regression) over sampled anchors of `images` (batch indices).
 
-    Both are normalised by the number of sampled anchors, as in Detectron2 / torchvision.
+    The regression is `config.reg_loss` (smooth-L1 or L1) of the positive anchors' deltas; both
+    terms are normalised by the number of sampled anchors, as in Detectron2 / torchvision.
     """
     anchors = torch.cat(outputs.anchors)
     objectness = torch.cat(outputs.objectness, dim=1)
@@ -170,10 +188,7 @@ def rpn_loss(
     cls_loss = F.binary_cross_entropy_with_logits(
         logits, torch.cat(obj_targets).to(logits.dtype), reduction="sum"
     )
-    reg = F.smooth_l1_loss(
-        torch.cat(reg_pred),
-        torch.cat(reg_target).to(logits.dtype),
-        beta=config.smooth_l1_beta,
-        reduction="sum",
+    reg = regression_loss(
+        torch.cat(reg_pred), torch.cat(reg_target), config.reg_loss, config.smooth_l1_beta
     )
     return cls_loss / total, reg / total

@@ -24,3 +24,6 @@ class InteractionOptions(PluginOptions):
 
 
 __all__ = ["INTERACTIONS", "InteractionOptions"]
+
+# The shipped interaction blocks register themselves on import.
+from drivemtl.models.interactions import vtd  # noqa: E402, F401  (vtd_intra, vtd_cross)

@@ -5,9 +5,13 @@ task group's shared map when a group encoder provides one (`use_group`), else ag
 pixel levels itself. Its criterion is the task's per-pixel loss (`task.pixel_loss`: cross entropy
 with the ignore label, berHu on inverse depth, 1 - cos, balanced BCE ...), which is what a
 per-pixel prediction is trained with; set-prediction families bring a criterion of their own.
+`conv: deform` selects VTDNet's modulated deformable convolutions (+ GN) for the decoder's 3x3
+convs; `plain` (the default) keeps ordinary ones.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 from torch import Tensor, nn
@@ -24,7 +28,13 @@ class DenseOptions(HeadOptions):
     type: str = "semantic_fpn"
     channels: int = Field(128, gt=0, description="width of the aggregated stride-4 features")
     strides: tuple[int, ...] = (4, 8, 16, 32)
+    shared_convs: int = Field(
+        0, ge=0, description="conv+GN+ReLU layers shared by every output branch (task features)"
+    )
     branch_convs: int = Field(0, ge=0, description="extra conv+GN+ReLU layers before the output")
+    conv: Literal["plain", "deform"] = Field(
+        "plain", description="3x3 convs: plain, or modulated deformable (DCNv2) as in VTDNet"
+    )
     use_group: bool = Field(
         True, description="read the task group's shared map when a group encoder provides one"
     )
@@ -41,14 +51,18 @@ class SemanticFPNFamily(HeadFamily):
         """The decoder, on the group's shared map when one exists and `use_group` is set."""
         opts = self.options
         group = self.task.group if opts.use_group and self.task.group in spec.groups else None
-        return SemanticFPNDecoder(
+        decoder = SemanticFPNDecoder(
             spec,
             outputs=self.task.branches(),
             channels=opts.channels,
             strides=tuple(opts.strides),
             branch_convs=opts.branch_convs,
             group=group,
+            shared_convs=opts.shared_convs,
+            conv=opts.conv,
         )
+        decoder.task = self.task.name  # reads its own map when an Intra-IB provides one
+        return decoder
 
     def loss(self, outputs: dict[str, Tensor], batch: Batch) -> Tensor:
         """The task's per-pixel loss on the branch maps."""

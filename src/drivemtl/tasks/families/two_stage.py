@@ -1,8 +1,9 @@
 """The two-stage detector family (Faster R-CNN with FPN): RPN on P2..P6 + RoI box head.
 
 The head provides the object stream (proposals, sampled RoIs, detections) that RoI heads need.
-Criterion: VTDNet's L_RPN + L_D, objectness BCE + box smooth-L1 for the RPN and CE +
-class-specific smooth-L1 for the box head, over the images labelled for the task.
+Criterion: VTDNet's L_RPN + L_D, objectness BCE + box regression for the RPN and CE +
+class-specific box regression for the box head, over the images labelled for the task. The
+regression is smooth-L1 by default, L1 (as VTDNet) with `rpn.reg_loss` / `roi.reg_loss: l1`.
 """
 
 from __future__ import annotations
@@ -81,5 +82,6 @@ class TwoStageFamily(HeadFamily):
             torch.cat(_matched_boxes(sampled, gt_boxes))[keep],
             num_classes,
             self.options.roi.smooth_l1_beta,
+            self.options.roi.reg_loss,
         )
         return self.options.rpn_loss_weight * (rpn_cls + rpn_reg) + box_cls + box_reg
