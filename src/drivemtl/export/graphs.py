@@ -172,8 +172,8 @@ class NetworkGraph(nn.Module):
                     named[f"{stage.task}.rpn.objectness.{level}"] = obj
                     named[f"{stage.task}.rpn.deltas.{level}"] = dlt
                 continue
-            if stage.task in self.plan.roi_heads:
-                continue
+            if stage.task in self.plan.roi_heads or stage.task == self.plan.detector:
+                continue  # RoI graphs (the detector's predictor stage is its box head's graph)
             self.model._run(stage, features, None, outputs)
         for name in self.plan.tasks:
             if name in outputs.heads:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 
 IMAGE = "image"
@@ -47,11 +48,15 @@ class ObjectFeatures:
     `rois` are the sampled RoIs per image, `roi_labels` their class (num_classes = background),
     `roi_gt_index` the index of the matched ground-truth instance (-1 for background).
     At inference `detections` are the final boxes per image ([Ni, 4]) with `det_classes` and
-    `det_scores`, which the mask and keypoint heads refine. `embeddings` are optional per-object
-    feature vectors (per image [Ri, C]) that object-level interaction blocks read and update;
-    `task_embeddings` maps a task to its own per-image vectors (VTDNet's Intra-IB gives every
-    task of the localization group its own), aligned with `embedding_boxes` (the boxes the
-    vectors were pooled from: the RoIs in training, the detections at inference).
+    `det_scores`, which the mask and keypoint heads refine, and `det_sources` the index of each
+    detection's source box among the box head's input boxes (the proposals; through the box
+    decoding and NMS), so a head finds the object vector of the box a detection came from.
+    `embeddings` are optional per-object feature vectors (per image [Ri, C]) that object-level
+    interaction blocks read and update; `task_embeddings` maps a task to its own per-image
+    vectors (VTDNet's Intra-IB gives every task of the localization group its own), aligned
+    with `embedding_boxes` (the boxes the vectors were pooled from: the box head's input, i.e.
+    the sampled RoIs in training and the proposals at inference; a provider without a separate
+    box stage, such as Sparse R-CNN, gives its detections).
     """
 
     proposals: list[Tensor]
@@ -61,6 +66,7 @@ class ObjectFeatures:
     detections: list[Tensor] | None = None
     det_classes: list[Tensor] | None = None
     det_scores: list[Tensor] | None = None
+    det_sources: list[Tensor] | None = None
     embeddings: list[Tensor] | None = None
     embedding_boxes: list[Tensor] | None = None
     task_embeddings: dict[str, list[Tensor]] = field(default_factory=dict)
@@ -68,6 +74,29 @@ class ObjectFeatures:
     def vectors(self, task: str) -> list[Tensor] | None:
         """`task`'s own object vectors when an interaction block wrote them, else `embeddings`."""
         return self.task_embeddings.get(task, self.embeddings)
+
+    def task_vectors_at(self, task: str, sources: list[Tensor]) -> Tensor | None:
+        """[R, C] rows of `task`'s own vectors (written by an interaction block; None when no
+        block wrote them), `sources[i]` indexing image i's vectors; images concatenated.
+
+        A RoI head reads the vectors of its boxes with it: the positive sampled RoIs' indices in
+        training, the detections' `det_sources` at inference.
+        """
+        vectors = self.task_embeddings.get(task)
+        if vectors is None:
+            return None
+        if len(vectors) != len(sources):
+            raise ValueError(f"{task}: object vectors of {len(vectors)} images, boxes of "
+                             f"{len(sources)}")  # fmt: skip
+        rows = []
+        for i, (v, index) in enumerate(zip(vectors, sources, strict=True)):
+            if index.numel() and int(index.max()) >= len(v):
+                raise IndexError(
+                    f"{task}: image {i} has {len(v)} object vectors, a box asks for row "
+                    f"{int(index.max())} (the vectors follow the box head's input boxes)"
+                )
+            rows.append(v[index])
+        return torch.cat(rows)
 
 
 @dataclass
@@ -133,10 +162,14 @@ class Features:
 class FeatureSpec:
     """Channel counts and strides of the streams a stage will receive (to size its layers).
 
-    `groups` gives the channels of each group feature that a group encoder provides.
+    `groups` gives the channels of each group feature that a group encoder provides;
+    `object_vectors` the width of each task's own object vectors that an interaction block
+    writes (`ObjectFeatures.task_embeddings`), so that the task's RoI head sizes the layer that
+    reads them.
     """
 
     image_channels: int
     pixel_channels: int
     strides: tuple[int, ...]
     groups: dict[str, int] = field(default_factory=dict)
+    object_vectors: dict[str, int] = field(default_factory=dict)

@@ -114,15 +114,22 @@ def is_split_head(head: nn.Module) -> bool:
 
 
 def head_stages(name: str, head: nn.Module) -> list[Stage]:
-    """The decoder (and, for split heads, predictor) stages of task `name`'s head."""
+    """The decoder (and, for split heads, predictor) stages of task `name`'s head.
+
+    A split head's predictor modifies the streams the head names in `predictor_modifies` (the
+    two-stage detector's box head adds the detections to the object stream its decoder
+    provides, so that interaction blocks on that stream run between the two stages and the
+    heads reading the detections after the predictor).
+    """
     path = f"heads.{name}"
     needs = declared(head, "needs", (PIXEL,))
     provides = declared(head, "provides")
     if not is_split_head(head):
         return [Stage("decoder", path, needs, (*provides, f"out:{name}"), (), name)]
+    modifies = declared(head, "predictor_modifies")
     return [
         Stage("decoder", path, needs, (*provides, task_stream(name)), (), name),
-        Stage("predictor", path, (task_stream(name), *needs), (f"out:{name}",), (), name),
+        Stage("predictor", path, (task_stream(name), *needs), (f"out:{name}",), modifies, name),
     ]
 
 
@@ -244,6 +251,7 @@ class MultiTaskNet(nn.Module):
             pixel_channels=int(neck.out_channels),
             strides=tuple(int(s) for s in neck.strides),
             groups={g: int(m.out_channels) for g, m in self.groups.items()},
+            object_vectors=object_vector_widths(self.interactions),
         )
         self.heads = nn.ModuleDict()
         for name, plugin in self._all_plugins().items():
@@ -563,6 +571,20 @@ def head_order(plugins: Mapping[str, Any]) -> dict[str, Any]:
     return {**first, **plugins}
 
 
+def object_vector_widths(interactions: Iterable[nn.Module]) -> dict[str, int]:
+    """Task -> width of the task's own object vectors that the interaction blocks write (each
+    block's `object_vectors`), for the task's RoI head to size the layer that reads them."""
+    widths: dict[str, int] = {}
+    for module in interactions:
+        for task, width in dict(getattr(module, "object_vectors", None) or {}).items():
+            if widths.setdefault(task, int(width)) != int(width):
+                raise ValueError(
+                    f"interaction blocks write object vectors of task {task!r} with widths "
+                    f"{widths[task]} and {width}"
+                )
+    return widths
+
+
 def _build_list(registry: Any, items: Sequence[Any], where: str, context: StageContext):
     modules = []
     for index, options in enumerate(items):
@@ -633,6 +655,7 @@ def build_model(cfg: ModelConfig) -> MultiTaskNet:
                        {g: int(m.out_channels) for g, m in groups.items()})  # fmt: skip
     interactions = _build_list(INTERACTIONS, cfg.interactions, "interactions",
                                StageContext(spec, groups_of))  # fmt: skip
+    spec = replace(spec, object_vectors=object_vector_widths(interactions))
     heads = {name: p.build_head(spec) for name, p in head_order({**support, **tasks}).items()}
     channels = {n: int(getattr(h, "out_channels", 0)) for n, h in heads.items() if is_split_head(h)}
     exchanges = _build_list(EXCHANGES, cfg.exchanges, "exchanges",

@@ -56,7 +56,7 @@ from drivemtl.models.memory import (
     meta_twins,
     stage_labels,
 )
-from drivemtl.models.multitask import MultiTaskNet, order_stages, with_required
+from drivemtl.models.multitask import MultiTaskNet, is_split_head, order_stages, with_required
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.instances import Instances
 from drivemtl.structures.sample import SampleMeta
@@ -314,9 +314,39 @@ def _fixed_detections(count: int) -> Callable[[nn.Module, tuple, Any], None]:
             detections=boxes,
             det_classes=[classes.clone() for _ in boxes],
             det_scores=[like.new_ones(count) for _ in boxes],
+            det_sources=_fixed_sources(objects, count),
         )
 
     return hook
+
+
+def _fixed_sources(objects: Any, count: int) -> list[torch.Tensor] | None:
+    """Source rows of the fixed detections among the box head's input boxes (the proposals;
+    cycling over them), so heads reading object vectors index valid rows."""
+    if objects.det_sources is None:
+        return None
+    return [torch.arange(count, device=p.device) % max(len(p), 1) for p in objects.proposals]
+
+
+def _hook_provider(module: nn.Module, hook: Callable[[nn.Module, tuple, Any], None]) -> Any:
+    """Run `hook` after an object-stream provider has made its detections: after `forward`,
+    or, for a split head (the two-stage detector), after its `predict`. Returns a remover."""
+    if not is_split_head(module):
+        return module.register_forward_hook(hook)
+    predict = module.predict
+
+    def wrapped(task_features: Any, features: Any, batch: Any = None) -> Any:
+        output = predict(task_features, features, batch)
+        hook(module, (features,), output)
+        return output
+
+    module.predict = wrapped
+
+    class _Remover:
+        def remove(self) -> None:
+            del module.predict
+
+    return _Remover()
 
 
 @contextmanager
@@ -328,9 +358,7 @@ def _detections_per_image(model: MultiTaskNet, count: int | None) -> Iterator[No
     if count < 1:
         raise ValueError(f"rois_per_image {count}: expected a positive number")
     paths = {s.path for s in model.stage_list if OBJECTS in s.provides and s.kind == "decoder"}
-    handles = [
-        model.get_submodule(p).register_forward_hook(_fixed_detections(count)) for p in paths
-    ]
+    handles = [_hook_provider(model.get_submodule(p), _fixed_detections(count)) for p in paths]
     try:
         yield
     finally:

@@ -289,7 +289,7 @@ def test_decoders_read_their_own_map_and_gradients_reach_the_block(model) -> Non
 def test_all_blocks_with_a_detector_train_and_predict() -> None:
     """Intra-IB (segmentation, localization) then Cross-IB in a semantic + detection model: the
     object-side blocks run after the detector provides the object stream and before the
-    segmentation decoders; object vectors follow the RoIs in training, the detections at
+    segmentation decoders; object vectors follow the RoIs in training, the proposals at
     inference; a semantic loss reaches the localization Intra-IB through the Cross-IB."""
     torch.manual_seed(0)
     cfg = ModelConfig(
@@ -306,7 +306,7 @@ def test_all_blocks_with_a_detector_train_and_predict() -> None:
     model = build_model(cfg)
     order = [s.path for s in model.schedule(["semantic", "detection"])]
     assert order.index("groups.segmentation") < order.index("interactions.0")
-    assert order.index("heads.detection") < order.index("interactions.1")
+    assert order.index("heads.detection") < order.index("interactions.1")  # the decoder
     assert order.index("interactions.1") < order.index("interactions.2")
     assert order.index("interactions.2") < order.index("heads.semantic")
     for block in model.interactions:
@@ -322,4 +322,6 @@ def test_all_blocks_with_a_detector_train_and_predict() -> None:
     model.eval()
     with torch.no_grad():
         objects = model(batch, ["semantic", "detection"]).features.objects
-    assert [len(v) for v in objects.vectors("detection")] == [len(d) for d in objects.detections]
+    # at inference the vectors follow the box head's input boxes, the proposals
+    assert [len(v) for v in objects.vectors("detection")] == [len(p) for p in objects.proposals]
+    assert [len(s) for s in objects.det_sources] == [len(d) for d in objects.detections]

@@ -8,17 +8,25 @@ of the reference frame (`sample_embedding_rois`): the key frame embeds its posit
 reference frame all its sampled RoIs, each tagged with the track id of its ground-truth object
 (-1 for background). The reference frame's proposals and features come from the reference stream
 (`features.reference`). At inference it embeds the detections of the object stream.
+
+When an interaction block writes the task's own object vectors (`spec.object_vectors`), each
+RoI's vector is added to its pooled features (`ObjectVectorInput`): at inference the vector of
+the proposal a detection came from; in training the key RoIs are drawn from the detector's
+sampled RoIs and the reference RoIs from the reference frame's proposals (no ground-truth boxes
+added), the boxes the blocks pooled their vectors from, so every sampled RoI has one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
 from drivemtl.models.features import OBJECTS, PIXEL, REFERENCE, Features, FeatureSpec
 from drivemtl.models.heads.anchors import BACKGROUND, match_boxes
+from drivemtl.models.heads.mask_head import vector_input
+from drivemtl.models.heads.roi_heads import add_object_vectors
 from drivemtl.ops.roi_align import MultiScaleRoIAlign
 from drivemtl.structures.batch import Batch
 from drivemtl.structures.instances import Instances
@@ -38,12 +46,14 @@ class EmbeddingSampling:
 
 @dataclass
 class SampledEmbeddingRoIs:
-    """Per image: sampled boxes, the track id of each one's object (-1: background), and
-    whether it is positive."""
+    """Per image: sampled boxes, the track id of each one's object (-1: background), whether
+    it is positive, and its row among the candidates (the proposals, then the added
+    ground-truth boxes)."""
 
     boxes: Tensor
     track_ids: Tensor
     positive: Tensor
+    index: Tensor | None = None
 
 
 @dataclass
@@ -106,6 +116,7 @@ def sample_embedding_rois(
         positive=torch.cat(
             (torch.ones_like(pos, dtype=torch.bool), torch.zeros_like(neg, dtype=torch.bool))
         ),
+        index=torch.cat((pos, neg)),
     )
 
 
@@ -157,19 +168,28 @@ class QuasiDenseEmbeddingHead(nn.Module):
         nn.init.zeros_(self.fc.bias)
         nn.init.normal_(self.embed.weight, std=0.01)
         nn.init.zeros_(self.embed.bias)
+        self.vector_input = vector_input(spec, task)
 
     def embeddings(self, pooled: Tensor) -> Tensor:
         """[R, embed_dim] embeddings of RoI features pooled to [R, C, r, r]."""
         x = self.convs(pooled).flatten(1)
         return self.embed(torch.relu(self.fc(x)))
 
-    def _embed(self, features: Features, boxes: list[Tensor]) -> list[Tensor]:
+    def _embed(
+        self, features: Features, boxes: list[Tensor], sources: list[Tensor] | None = None
+    ) -> list[Tensor]:
+        """Per image embeddings of `boxes`; `sources`: each box's row among the object vectors
+        of `features.objects` (for a head that reads them)."""
         if sum(len(b) for b in boxes) == 0:
             zero = features.pixel[0].new_zeros((0, self.embed_dim))
             # Keep the graph connected so an all-empty batch still backpropagates (to zero).
             zero = zero + 0.0 * sum(p.sum() for p in self.parameters())
             return [zero[:0] for _ in boxes]
         pooled = self.pooler(features.levels(self.strides), self.strides, boxes)
+        if self.vector_input is not None:
+            objects = features.require_objects("the quasi-dense embedding head")
+            vectors = objects.task_vectors_at(self.task, sources or [])
+            pooled = add_object_vectors(self.vector_input, pooled, vectors, "embedding head")
         return list(torch.split(self.embeddings(pooled), [len(b) for b in boxes]))
 
     def forward(self, features: Features, batch: Batch | None = None) -> EmbeddingOutputs:
@@ -178,8 +198,11 @@ class QuasiDenseEmbeddingHead(nn.Module):
         if batch is None:
             if objects.detections is None:
                 raise RuntimeError("embedding detections needs the detection head's detections")
+            sources = objects.det_sources or [
+                torch.arange(len(d), device=d.device) for d in objects.detections
+            ]
             return EmbeddingOutputs(
-                embeds=self._embed(features, objects.detections),
+                embeds=self._embed(features, objects.detections, sources),
                 boxes=objects.detections,
                 classes=objects.det_classes,
                 scores=objects.det_scores,
@@ -193,7 +216,9 @@ class QuasiDenseEmbeddingHead(nn.Module):
         device = features.pixel[0].device
         empty = torch.zeros((0, 4), device=device)
         no_ids = torch.zeros((0,), dtype=torch.int64, device=device)
+        reads = self.vector_input is not None
         key_boxes, key_ids, ref_boxes, ref_ids = [], [], [], []
+        key_rows, ref_rows = [], []
         for i in range(len(batch)):
             inst = batch.instances[i]
             ref_inst = ref_batch.instances[i] if ref_batch is not None else None
@@ -202,31 +227,53 @@ class QuasiDenseEmbeddingHead(nn.Module):
                 key_ids.append(no_ids)
                 ref_boxes.append(empty)
                 ref_ids.append(no_ids)
+                key_rows.append(no_ids)
+                ref_rows.append(no_ids)
                 continue
             if not _tracked(ref_inst):
                 raise ValueError(
                     f"frame {batch.metas[i].name}: labelled for {self.task}, but its reference "
                     f"frame {ref_batch.metas[i].name} has no track ids"  # type: ignore[union-attr]
                 )
-            key = self._sample(objects.proposals[i], inst, device)  # type: ignore[arg-type]
+            key_candidates = objects.proposals[i]
+            if reads:  # the boxes that carry object vectors: the detector's sampled RoIs
+                key_candidates = _required(objects.rois, "sampled RoIs")[i]
+            key = self._sample(key_candidates, inst, device, reads)  # type: ignore[arg-type]
             ref_props = reference.objects.proposals[i] if reference.objects is not None else empty
-            ref = self._sample(ref_props, ref_inst, device)  # type: ignore[arg-type]
+            ref = self._sample(ref_props, ref_inst, device, reads)  # type: ignore[arg-type]
             keep = key.positive & (key.track_ids >= 0)  # objects without an id are not keys
             key_boxes.append(key.boxes[keep])
             key_ids.append(key.track_ids[keep])
             ref_boxes.append(ref.boxes)
             ref_ids.append(ref.track_ids)
-        key_embeds = self._embed(features, key_boxes)
-        ref_embeds = self._embed(reference, ref_boxes) if reference is not None else key_embeds
+            key_rows.append(key.index[keep])  # type: ignore[index]
+            ref_rows.append(ref.index)  # type: ignore[arg-type]
+        key_embeds = self._embed(features, key_boxes, key_rows)
+        ref_embeds = (
+            self._embed(reference, ref_boxes, ref_rows) if reference is not None else key_embeds
+        )
         return EmbeddingOutputs(
             key_embeds=key_embeds, key_ids=key_ids, ref_embeds=ref_embeds, ref_ids=ref_ids
         )
 
-    def _sample(self, proposals: Tensor, inst: Instances, device: torch.device):
+    def _sample(
+        self, proposals: Tensor, inst: Instances, device: torch.device, boxes_only: bool = False
+    ) -> SampledEmbeddingRoIs:
+        """Sample one image's RoIs; `boxes_only`: among `proposals` alone (no ground truth
+        added), for a head whose RoIs must be rows of the object vectors."""
+        sampling = replace(self.sampling, add_ground_truth=False) if boxes_only else self.sampling
         return sample_embedding_rois(
             proposals.detach().to(device).float(),
             inst.boxes.to(device).float(),
             inst.track_ids.to(device),  # type: ignore[union-attr]
-            self.sampling,
+            sampling,
             None if inst.ignore is None else inst.ignore.to(device),
         )
+
+
+def _required(value: list[Tensor] | None, what: str) -> list[Tensor]:
+    """`value`, or a RuntimeError saying the object stream lacks `what`."""
+    if value is None:
+        raise RuntimeError(f"the embedding head reads object vectors but the object stream has "
+                           f"no {what}")  # fmt: skip
+    return value

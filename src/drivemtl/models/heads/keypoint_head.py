@@ -11,7 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drivemtl.models.features import OBJECTS, PIXEL, Features, FeatureSpec
-from drivemtl.models.heads.mask_head import RoIHeadOutputs, conv_stack, select_rois
+from drivemtl.models.heads.mask_head import (
+    RoIHeadOutputs,
+    conv_stack,
+    pool_with_vectors,
+    select_roi_set,
+    vector_input,
+)
 from drivemtl.ops.heatmaps import gaussian_heatmaps, heatmap_argmax
 from drivemtl.ops.roi_align import MultiScaleRoIAlign
 from drivemtl.structures.batch import Batch
@@ -31,8 +37,10 @@ class KeypointHead(nn.Module):
         num_convs: int = 8,
         resolution: int = 14,
         strides: tuple[int, ...] = (4, 8, 16, 32),
+        task: str | None = None,
     ) -> None:
         super().__init__()
+        self.task = task
         self.num_keypoints = num_keypoints
         self.person_classes = tuple(person_classes)
         self.strides = tuple(strides)
@@ -45,6 +53,7 @@ class KeypointHead(nn.Module):
             if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
+        self.vector_input = vector_input(spec, task)
 
     def is_person(self, classes: Tensor) -> Tensor:
         """[R] bool: which classes are person classes."""
@@ -60,11 +69,11 @@ class KeypointHead(nn.Module):
             inst = batch.instances[i] if batch is not None else None
             return inst is not None and inst.keypoints is not None
 
-        boxes, classes, gt_index, scores = select_rois(
-            features.objects, batch, self.keep_class, has_keypoints
+        chosen = select_roi_set(features.objects, batch, self.keep_class, has_keypoints)
+        x = pool_with_vectors(self, features, chosen)
+        return RoIHeadOutputs(
+            self.logits(x), chosen.boxes, chosen.classes, chosen.gt_index, chosen.scores
         )
-        x = self.pooler(features.levels(self.strides), self.strides, boxes)
-        return RoIHeadOutputs(self.logits(x), boxes, classes, gt_index, scores)
 
     def keep_class(self, classes: Tensor) -> Tensor:
         """[R] bool: the detections this head predicts joints for (person classes)."""

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drivemtl.models.features import OBJECTS, PIXEL, Features, FeatureSpec, ObjectFeatures
+from drivemtl.models.heads.roi_heads import ObjectVectorInput, add_object_vectors
 from drivemtl.ops.roi_align import MultiScaleRoIAlign
 from drivemtl.structures.batch import Batch
 
@@ -37,12 +38,29 @@ class RoIHeadOutputs:
         return torch.split(self.logits, [b.shape[0] for b in self.boxes])
 
 
-def select_rois(
+@dataclass
+class RoISelection:
+    """The RoIs a second-stage head works on, per image (see `select_roi_set`).
+
+    boxes / classes; gt_index (training: matched ground truth) or scores (inference); sources:
+    each box's row among the box head's input boxes (training: its sampled RoI's index; at
+    inference: its detection's source proposal, `ObjectFeatures.det_sources`), which is where
+    its object vector lies.
+    """
+
+    boxes: list[Tensor]
+    classes: list[Tensor]
+    gt_index: list[Tensor] | None
+    scores: list[Tensor] | None
+    sources: list[Tensor]
+
+
+def select_roi_set(
     objects: ObjectFeatures | None,
     batch: Batch | None,
     keep_class: Callable[[Tensor], Tensor],
     keep_image: Callable[[int], bool],
-) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None, list[Tensor] | None]:
+) -> RoISelection:
     """RoIs a second-stage head works on: positive sampled RoIs (training) or detections.
 
     `keep_class` filters by class; `keep_image(i)` says whether image i has the needed labels.
@@ -51,30 +69,80 @@ def select_rois(
         raise RuntimeError(
             "a mask / keypoint head needs the object stream, which no stage provided"
         )
-    boxes, classes, extra = [], [], []
     if batch is not None:
-        if objects.rois is None or objects.roi_labels is None or objects.roi_gt_index is None:
-            raise RuntimeError("training a RoI head needs sampled RoIs from the detection head")
-        for i, (rois, labels, gt) in enumerate(
-            zip(objects.rois, objects.roi_labels, objects.roi_gt_index, strict=True)
-        ):
-            keep = (gt >= 0) & keep_class(labels)
-            if not keep_image(i):
-                keep = torch.zeros_like(keep)
-            boxes.append(rois[keep])
-            classes.append(labels[keep])
-            extra.append(gt[keep])
-        return boxes, classes, extra, None
+        return _training_rois(objects, keep_class, keep_image)
     if objects.detections is None or objects.det_classes is None or objects.det_scores is None:
         raise RuntimeError("inference with a RoI head needs the detection head's detections")
-    for det, cls, score in zip(
-        objects.detections, objects.det_classes, objects.det_scores, strict=True
+    boxes, classes, scores, sources = [], [], [], []
+    det_sources = objects.det_sources or [None] * len(objects.detections)
+    for det, cls, score, source in zip(
+        objects.detections, objects.det_classes, objects.det_scores, det_sources, strict=True
     ):
         keep = keep_class(cls)
         boxes.append(det[keep])
         classes.append(cls[keep])
-        extra.append(score[keep])
-    return boxes, classes, None, extra
+        scores.append(score[keep])
+        rows = torch.arange(len(det), device=det.device) if source is None else source
+        sources.append(rows[keep])
+    return RoISelection(boxes, classes, None, scores, sources)
+
+
+def _training_rois(
+    objects: ObjectFeatures,
+    keep_class: Callable[[Tensor], Tensor],
+    keep_image: Callable[[int], bool],
+) -> RoISelection:
+    """The positive sampled RoIs of the kept classes and images, with their RoI indices."""
+    if objects.rois is None or objects.roi_labels is None or objects.roi_gt_index is None:
+        raise RuntimeError("training a RoI head needs sampled RoIs from the detection head")
+    boxes, classes, gt_index, sources = [], [], [], []
+    for i, (rois, labels, gt) in enumerate(
+        zip(objects.rois, objects.roi_labels, objects.roi_gt_index, strict=True)
+    ):
+        keep = (gt >= 0) & keep_class(labels)
+        if not keep_image(i):
+            keep = torch.zeros_like(keep)
+        boxes.append(rois[keep])
+        classes.append(labels[keep])
+        gt_index.append(gt[keep])
+        sources.append(torch.nonzero(keep).squeeze(1))
+    return RoISelection(boxes, classes, gt_index, None, sources)
+
+
+def select_rois(
+    objects: ObjectFeatures | None,
+    batch: Batch | None,
+    keep_class: Callable[[Tensor], Tensor],
+    keep_image: Callable[[int], bool],
+) -> tuple[list[Tensor], list[Tensor], list[Tensor] | None, list[Tensor] | None]:
+    """(boxes, classes, gt_index, scores) of `select_roi_set` (the export runtime's view)."""
+    chosen = select_roi_set(objects, batch, keep_class, keep_image)
+    return chosen.boxes, chosen.classes, chosen.gt_index, chosen.scores
+
+
+def roi_vectors(
+    objects: ObjectFeatures, task: str | None, chosen: RoISelection, reads: bool
+) -> Tensor | None:
+    """The object vectors of the chosen RoIs for a head that `reads` its task's vectors."""
+    if not reads or task is None:
+        return None
+    return objects.task_vectors_at(task, chosen.sources)
+
+
+def vector_input(spec: FeatureSpec, task: str | None) -> ObjectVectorInput | None:
+    """The layer adding `task`'s object vectors to a RoI head's pooled features, when an
+    interaction block writes them (`spec.object_vectors`); None otherwise."""
+    width = spec.object_vectors.get(task) if task is not None else None
+    return ObjectVectorInput(width, spec.pixel_channels) if width else None
+
+
+def pool_with_vectors(head: nn.Module, features: Features, chosen: RoISelection) -> Tensor:
+    """RoIAlign of the chosen boxes by `head.pooler` from its `strides`, plus the boxes' object
+    vectors when the head reads them (`head.vector_input`)."""
+    pooled = head.pooler(features.levels(head.strides), head.strides, chosen.boxes)
+    reads = head.vector_input is not None
+    vectors = roi_vectors(features.require_objects(type(head).__name__), head.task, chosen, reads)
+    return add_object_vectors(head.vector_input, pooled, vectors, f"{head.task} head")
 
 
 def conv_stack(in_channels: int, channels: int, num_convs: int) -> nn.Sequential:
@@ -99,8 +167,10 @@ class MaskHead(nn.Module):
         num_convs: int = 4,
         resolution: int = 14,
         strides: tuple[int, ...] = (4, 8, 16, 32),
+        task: str | None = None,
     ) -> None:
         super().__init__()
+        self.task = task
         self.num_classes = num_classes
         self.strides = tuple(strides)
         self.pooler = MultiScaleRoIAlign(resolution, sampling_ratio=2)
@@ -114,6 +184,7 @@ class MaskHead(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.predictor.weight, std=0.001)
+        self.vector_input = vector_input(spec, task)
 
     def forward(self, features: Features, batch: Batch | None = None) -> RoIHeadOutputs:
         """Mask logits [R, num_classes, 2r, 2r] for the positive RoIs / the detections."""
@@ -122,11 +193,11 @@ class MaskHead(nn.Module):
             inst = batch.instances[i] if batch is not None else None
             return inst is not None and inst.masks is not None
 
-        boxes, classes, gt_index, scores = select_rois(
-            features.objects, batch, self.keep_class, has_masks
+        chosen = select_roi_set(features.objects, batch, self.keep_class, has_masks)
+        x = pool_with_vectors(self, features, chosen)
+        return RoIHeadOutputs(
+            self.logits(x), chosen.boxes, chosen.classes, chosen.gt_index, chosen.scores
         )
-        x = self.pooler(features.levels(self.strides), self.strides, boxes)
-        return RoIHeadOutputs(self.logits(x), boxes, classes, gt_index, scores)
 
     def keep_class(self, classes: Tensor) -> Tensor:
         """[R] bool: the detections this head makes masks for (its classes)."""

@@ -2,7 +2,10 @@
 
 Classes are 0..C-1 and the background is class C. Box deltas are class-specific ([R, 4C]) with the
 standard (10, 10, 5, 5) weights. `detect` turns scores and deltas into final boxes with a score
-threshold and class-aware NMS.
+threshold and class-aware NMS, keeping each detection's source box (`detect_with_sources`).
+
+A RoI head whose task gets its own object vectors from an interaction block (VTDNet's
+localization Intra-IB / Cross-IB) adds them to its pooled RoI features (`ObjectVectorInput`).
 """
 
 from __future__ import annotations
@@ -89,10 +92,55 @@ def sample_rois(
     return SampledRoIs(boxes_out, labels_out, index_out)
 
 
-class BoxHead(nn.Module):
-    """MultiScaleRoIAlign (7x7) -> FC -> ReLU -> FC -> ReLU -> class logits [C+1], deltas [4C]."""
+class ObjectVectorInput(nn.Module):
+    """Adds one object vector per RoI to its pooled features [R, C, r, r], broadcast over the
+    r x r grid, through a zero-initialised linear layer from the vector width to C.
 
-    def __init__(self, channels: int, num_classes: int, config: RoIConfig) -> None:
+    Zero-initialised (weight and bias), so a head with this input starts as the head without it
+    whatever the vectors are; the layer is used even when the widths match, because the vectors
+    are not zero (they are the pooled RoI features plus the block's change).
+    """
+
+    def __init__(self, vector_channels: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(vector_channels, channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, pooled: Tensor, vectors: Tensor) -> Tensor:
+        """`pooled` [R, C, r, r] + proj(`vectors` [R, V]) per RoI."""
+        if len(vectors) != len(pooled):
+            raise ValueError(f"{len(vectors)} object vectors for {len(pooled)} RoIs")
+        return pooled + self.proj(vectors).to(pooled.dtype)[:, :, None, None]
+
+
+def add_object_vectors(
+    vector_input: ObjectVectorInput | None, pooled: Tensor, vectors: Tensor | None, who: str
+) -> Tensor:
+    """`pooled` with the RoIs' object vectors added when the head reads them (`vector_input`),
+    unchanged for a head without; a RuntimeError when the head reads vectors no block wrote."""
+    if vector_input is None:
+        return pooled
+    if vectors is None:
+        raise RuntimeError(
+            f"{who} reads its task's object vectors, but no interaction block wrote them"
+        )
+    return vector_input(pooled, vectors)
+
+
+class BoxHead(nn.Module):
+    """MultiScaleRoIAlign (7x7) -> FC -> ReLU -> FC -> ReLU -> class logits [C+1], deltas [4C].
+
+    With `vector_channels`, each RoI's object vector is added to its pooled features first.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        config: RoIConfig,
+        vector_channels: int | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.num_classes = num_classes
@@ -106,10 +154,19 @@ class BoxHead(nn.Module):
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.zeros_(self.cls_score.bias)
         nn.init.zeros_(self.bbox_pred.bias)
+        # Created last, so that a head without vectors draws the same initial weights as before.
+        self.vector_input = (
+            ObjectVectorInput(vector_channels, channels) if vector_channels else None
+        )
 
-    def forward(self, maps: list[Tensor], boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """(class logits [R, C+1], class-specific deltas [R, 4C]) for the boxes of every image."""
-        return self.classify(self.pooler(maps, self.config.pooler_strides, boxes))
+    def forward(
+        self, maps: list[Tensor], boxes: list[Tensor], vectors: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(class logits [R, C+1], class-specific deltas [R, 4C]) for the boxes of every image;
+        `vectors` [R, V]: the boxes' object vectors (images concatenated), for a head that reads
+        them."""
+        pooled = self.pooler(maps, self.config.pooler_strides, boxes)
+        return self.classify(add_object_vectors(self.vector_input, pooled, vectors, "box head"))
 
     def classify(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
         """(class logits, deltas) of RoI features pooled to [R, C, r, r] (the exported part)."""
@@ -153,10 +210,27 @@ def detect(
     config: RoIConfig,
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
     """Per image (boxes [N, 4], scores [N], classes [N]): threshold, class-aware NMS, top-k."""
+    out_boxes, out_scores, out_classes, _ = detect_with_sources(
+        class_logits, box_deltas, boxes, image_sizes, num_classes, config
+    )
+    return out_boxes, out_scores, out_classes
+
+
+@torch.no_grad()
+def detect_with_sources(
+    class_logits: Tensor,
+    box_deltas: Tensor,
+    boxes: list[Tensor],
+    image_sizes: list[tuple[int, int]],
+    num_classes: int,
+    config: RoIConfig,
+) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+    """`detect`, plus per image the index [N] of each detection's source box in `boxes[i]`
+    (followed through the score threshold, the size filter, NMS and top-k)."""
     probs = class_logits.float().softmax(dim=1)[:, :num_classes]
     decoded = decode_boxes(box_deltas.float(), torch.cat(boxes).float(), BOX_WEIGHTS)
     decoded = decoded.view(-1, num_classes, 4)
-    out_boxes, out_scores, out_classes = [], [], []
+    out_boxes, out_scores, out_classes, out_sources = [], [], [], []
     start = 0
     for image_boxes, size in zip(boxes, image_sizes, strict=True):
         n = image_boxes.shape[0]
@@ -164,14 +238,16 @@ def detect(
         cand = clip_boxes(decoded[start : start + n], size)
         start += n
         classes = torch.arange(num_classes, device=scores.device).expand_as(scores)
+        sources = torch.arange(n, device=scores.device)[:, None].expand_as(scores)
         keep = scores > config.score_threshold
-        cand, scores, classes = cand[keep], scores[keep], classes[keep]
+        cand, scores, classes, sources = cand[keep], scores[keep], classes[keep], sources[keep]
         wh = cand[:, 2:] - cand[:, :2]
         valid = (wh > 1e-2).all(dim=1)
-        cand, scores, classes = cand[valid], scores[valid], classes[valid]
+        cand, scores, classes, sources = cand[valid], scores[valid], classes[valid], sources[valid]
         keep = batched_nms(cand, scores, classes, config.nms_threshold)
         keep = keep[: config.detections_per_image]
         out_boxes.append(cand[keep])
         out_scores.append(scores[keep])
         out_classes.append(classes[keep])
-    return out_boxes, out_scores, out_classes
+        out_sources.append(sources[keep])
+    return out_boxes, out_scores, out_classes, out_sources

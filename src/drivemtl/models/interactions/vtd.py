@@ -12,8 +12,12 @@ to the input, so an untrained block leaves every task's features equal to the gr
   decoders read through `Features.group_map`.
 - objects mode (the localization group): tokens are the object vectors of each image (the
   object stream's boxes RoIAligned from the pixel levels and average-pooled, stored once in
-  `objects.embeddings`), plain multi-head attention among the objects of one image. Task t's
-  vectors go to `objects.task_embeddings[t]` (read with `ObjectFeatures.vectors(t)`).
+  `objects.embeddings`), plain multi-head attention among the objects of one image. The boxes
+  are the box head's input (`object_boxes`: sampled RoIs in training, proposals at inference),
+  since the blocks run between the detector's proposals and its box head. Task t's vectors go
+  to `objects.task_embeddings[t]` (read with `ObjectFeatures.vectors(t)`); task t's RoI head
+  adds them to its pooled RoI features (`object_vectors` names the tasks and widths, so the
+  heads size the layer that reads them).
 
 Cross-group Interaction Block (`vtd_cross`), after the Intra-IBs, both directions between a
 pixel group (segmentation) and an object group (localization): the pixel group's task maps,
@@ -112,13 +116,15 @@ def zero_linear(in_features: int, out_features: int) -> nn.Linear:
 
 
 def object_boxes(objects: ObjectFeatures) -> list[Tensor]:
-    """The boxes whose features the object heads use: sampled RoIs in training, else detections."""
-    boxes = objects.rois if objects.rois is not None else objects.detections
-    if boxes is None:
-        raise RuntimeError(
-            "object vectors need the object stream's RoIs (training) or detections (inference)"
-        )
-    return boxes
+    """The boxes object vectors are pooled from: the box head's input, i.e. the sampled RoIs in
+    training and, at inference, the proposals (the two-stage detector's box head runs after the
+    blocks and its detections keep their source proposal, `det_sources`); a provider whose
+    object stream already holds its detections (Sparse R-CNN) gives those."""
+    if objects.rois is not None:
+        return objects.rois
+    if objects.detections is not None:
+        return objects.detections
+    return objects.proposals
 
 
 class ObjectVectors(nn.Module):
@@ -207,6 +213,7 @@ class ObjectIntraIB(FeatureStage):
     def __init__(self, tasks: list[str], in_channels: int, options: VTDIntraOptions) -> None:
         super().__init__()
         channels = options.channels or in_channels
+        self.object_vectors = {t: in_channels for t in tasks}  # what the RoI heads read
         self.vectors = ObjectVectors(options.pooler_resolution, options.pooler_strides)
         self.task_tokens = TaskTokens(tasks, in_channels, channels)
         dim = channels * len(tasks)
@@ -245,6 +252,7 @@ class CrossIB(FeatureStage):
         self.pixel_group = pixel_group
         self.pixel_tasks, self.object_tasks = list(pixel_tasks), list(object_tasks)
         self.pixel_channels, self.object_channels = pixel_channels, object_channels
+        self.object_vectors = {t: object_channels for t in object_tasks}
         self.downsample = options.downsample
         self.needs = (group_stream(pixel_group), PIXEL, OBJECTS)
         self.modifies = (group_stream(pixel_group), OBJECTS)

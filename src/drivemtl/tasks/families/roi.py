@@ -1,7 +1,9 @@
 """RoI head families on the object stream: Mask R-CNN masks and keypoint heatmaps.
 
 Both need the object stream (sampled RoIs in training, detections at inference); when no enabled
-task provides it, the network builds a support detector from the `detector` options.
+task provides it, the network builds a support detector from the `detector` options. A head
+whose task gets its own object vectors from an interaction block (`spec.object_vectors`) adds
+each RoI's vector to its pooled features.
 Criteria: per-pixel BCE of the true class's 28x28 mask against the ground-truth mask resampled
 into each positive RoI (masks); squared error to Gaussian heatmaps, or the cross entropy of each
 joint's spatial softmax (keypoints).
@@ -66,7 +68,7 @@ class MaskRCNNFamily(RoIFamily):
         o = self.options
         return MaskHead(
             spec, len(self.task.classes), channels=o.channels, num_convs=o.num_convs,
-            resolution=o.resolution,
+            resolution=o.resolution, task=self.task.name,
         )  # fmt: skip
 
     def loss(self, outputs: RoIHeadOutputs, batch: Batch) -> Tensor:
@@ -124,6 +126,7 @@ class KeypointRCNNFamily(RoIFamily):
         return KeypointHead(
             spec, self.task.num_keypoints, person_classes=self.task.person_class_indices(),
             channels=o.channels, num_convs=o.num_convs, resolution=o.resolution,
+            task=self.task.name,
         )  # fmt: skip
 
     def loss(self, outputs: RoIHeadOutputs, batch: Batch) -> Tensor:

@@ -1,6 +1,8 @@
 """The two-stage detector family (Faster R-CNN with FPN): RPN on P2..P6 + RoI box head.
 
-The head provides the object stream (proposals, sampled RoIs, detections) that RoI heads need.
+The head provides the object stream (proposals, sampled RoIs, detections) that RoI heads need,
+as two stages (decoder: RPN + RoI sampling; predictor: the box head), so that interaction blocks
+on the object stream run in between and the box head can read the task's object vectors.
 Criterion: VTDNet's L_RPN + L_D, objectness BCE + box regression for the RPN and CE +
 class-specific box regression for the box head, over the images labelled for the task. The
 regression is smooth-L1 by default, L1 (as VTDNet) with `rpn.reg_loss` / `roi.reg_loss: l1`.
@@ -51,9 +53,14 @@ class TwoStageFamily(HeadFamily):
     provides = (OBJECTS,)
 
     def build(self, spec: FeatureSpec) -> nn.Module:
-        """RPN on P2..P6 + box head on P2..P5."""
+        """RPN on P2..P6 + box head on P2..P5; the box head reads the task's object vectors
+        when an interaction block writes them (`spec.object_vectors`)."""
         opts = self.options
-        return TwoStageDetector(spec, self.task.num_classes, rpn=opts.rpn, roi=opts.roi)
+        name = self.task.name
+        return TwoStageDetector(
+            spec, self.task.num_classes, rpn=opts.rpn, roi=opts.roi, task=name,
+            vector_channels=spec.object_vectors.get(name),
+        )  # fmt: skip
 
     def loss(self, outputs: DetectionOutputs, batch: Batch) -> Tensor:
         """rpn_loss_weight * (RPN cls + reg) + box cls + box reg over labelled images."""
