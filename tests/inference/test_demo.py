@@ -17,6 +17,8 @@ def test_reduced_demo_runs_every_stage(tmp_path):
             out_dir=out,
             train_frames=10,
             val_frames=4,
+            video_frames=8,
+            video_val_frames=8,
             size=(96, 64),
             steps=3,
             batch_size=2,
@@ -34,6 +36,21 @@ def test_reduced_demo_runs_every_stage(tmp_path):
     assert len(result.overlays) == 2 and all(
         p.read_bytes()[:4] == b"\x89PNG" for p in result.overlays
     )
+    # The video part: a looping GIF of the 8-frame held-out clip, a strip of 4 of its frames
+    # (drawn twice the frame size, 4-pixel gaps) and flow pictures (frame | predicted | true).
+    from PIL import Image
+
+    with Image.open(out / "video" / "tracked_clip.gif") as gif:
+        assert gif.n_frames == 8 and gif.size == (192, 128)
+    with Image.open(out / "video" / "tracked_strip.png") as strip:
+        assert strip.size == (4 * 192 + 3 * 4, 128)
+    flows = sorted((out / "flow").glob("*.png"))
+    assert len(flows) == 2
+    with Image.open(flows[0]) as picture:
+        assert picture.size == (3 * 96 + 2 * 4, 64)
+    assert "(video/tracked_clip.gif)" in text and "(flow/" in text
+    by_task = {s.task: s for s in result.scores}
+    assert by_task["flow"].metric == "EPE" and by_task["flow"].baseline > 0  # zero flow's EPE
     frames = load_frames(result.predictions)
     assert len(frames) == 4
     assert json.loads(result.predictions.read_text())[0]["name"] == frames[0].name
@@ -45,6 +62,8 @@ def test_reduced_demo_runs_every_stage(tmp_path):
             out_dir=out,
             train_frames=4,
             val_frames=2,
+            video_frames=2,
+            video_val_frames=2,
             size=(64, 48),
             steps=1,
             batch_size=2,
@@ -78,6 +97,9 @@ def test_demo_config_scales_the_recipe(tmp_path):
     assert all(s.batch_size == 3 and s.sampler == "set_round_robin" for s in stages)
     assert cfg.seed == 7
     assert cfg.data.transforms.test_height == 192
-    assert set(cfg.data.sets) == {"detection", "segmentation"}
+    assert set(cfg.data.sets) == {"detection", "segmentation", "tracking"}
     assert str(cfg.data.sets["detection"].root).endswith("{split}/detection")
+    tracking = cfg.data.sets["tracking"]
+    assert str(tracking.root).endswith("video/{split}/tracking")
+    assert tracking.tasks == ["mot", "mots", "flow"] and tracking.clip.sampling == "next"
     assert sorted(cfg.model.tasks) == sorted(HEADLINES)

@@ -58,3 +58,22 @@ def test_report_files_list_every_task_with_relative_images(tmp_path):
     assert parser.images == ["plots/loss.png", "overlays/f0.png"]
     assert parser.rows == 3
     assert curve.stat().st_size > 1000 and curve.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_shows_the_video_part_after_the_overlays(tmp_path):
+    clip, strip, flow = (tmp_path / "video" / "clip.gif", tmp_path / "video" / "strip.png",
+                         tmp_path / "flow" / "f0.png")  # fmt: skip
+    report = DemoReport(
+        title="demo", summary="s", dataset_card="sets: {}", recipe="stages: []",
+        scores=[TaskScore("mot", "HOTA", 30.0, 12.0, "a new id per detection")],
+        overlays=[tmp_path / "overlays" / "f0.png"], clip=clip, clip_strip=strip,
+        flow_pictures=[flow],
+    )  # fmt: skip
+    md, page = write_report(report, tmp_path)
+    text = md.read_text()
+    assert "| mot | HOTA ↑ | 30 | 12 | a new id per detection | yes |" in text
+    assert text.index("## Video tasks on a held-out clip") > text.index("(overlays/f0.png)")
+    assert "(video/clip.gif)" in text and "(video/strip.png)" in text and "(flow/f0.png)" in text
+    parser = _Collector()
+    parser.feed(page.read_text())
+    assert parser.images == ["overlays/f0.png", "video/clip.gif", "video/strip.png", "flow/f0.png"]

@@ -26,6 +26,10 @@ def demo(
     size: Annotated[str, typer.Option(help="Frame size WxH of the synthetic world.")] = "320x192",
     train_frames: Annotated[int, typer.Option(help="Training frames to synthesise.")] = 240,
     val_frames: Annotated[int, typer.Option(help="Held-out frames to evaluate on.")] = 40,
+    video_frames: Annotated[
+        int, typer.Option(help="Training frames of video clips (8 frames a clip).")
+    ] = 48,
+    video_val_frames: Annotated[int, typer.Option(help="Held-out frames of video clips.")] = 24,
     steps: Annotated[int, typer.Option(help="Optimiser steps over both stages.")] = 600,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the world and of training.")] = 0,
@@ -36,8 +40,8 @@ def demo(
     from drivemtl.inference.demo import DemoOptions, run_demo
 
     options = DemoOptions(
-        out_dir=out, train_frames=train_frames, val_frames=val_frames, size=_parse_size(size),
-        steps=steps, batch_size=batch_size, seed=seed, overlays=overlays, progress=progress,
+        out_dir=out, train_frames=train_frames, val_frames=val_frames, video_frames=video_frames,
+        video_val_frames=video_val_frames, size=_parse_size(size), steps=steps, batch_size=batch_size, seed=seed, overlays=overlays, progress=progress,
     )  # fmt: skip
     result = run_demo(options)
     console = Console()

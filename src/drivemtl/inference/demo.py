@@ -28,6 +28,12 @@ from drivemtl.data.writers import PredictionWriter
 from drivemtl.engine.run_config import RunConfig
 from drivemtl.errors import DriveMTLError
 from drivemtl.evaluation.runner import build_evaluators
+from drivemtl.inference.demo_video import (
+    VIDEO_TASKS,
+    ClipRecorder,
+    flow_picture,
+    new_id_per_detection,
+)
 from drivemtl.inference.predictor import load_model
 from drivemtl.inference.report import DemoReport, TaskScore, plot_loss_curves, write_report
 from drivemtl.inference.sources import read_image
@@ -47,7 +53,12 @@ MARKER = ".drivemtl-demo"
 SET_TASKS = {
     "detection": ["tagging", "detection", "pose", "drivable", "lanes"],
     "segmentation": ["semantic", "instance", "depth", "normals", "edges"],
+    "tracking": list(VIDEO_TASKS),
 }
+IMAGE_SETS = ("detection", "segmentation")
+# The tracking clips' references: the next frame (what flow is scored against; MOT learns its
+# embeddings from the same adjacent pairs).
+CLIP = {"length": 2, "sampling": "next"}
 
 # task -> (headline metric, higher is better, baseline description)
 HEADLINES: dict[str, tuple[str, bool, str]] = {
@@ -61,6 +72,9 @@ HEADLINES: dict[str, tuple[str, bool, str]] = {
     "depth": ("AbsRel", False, "training-set mean depth"),
     "normals": ("mean", False, "training-set mean normal"),
     "edges": ("F1", True, "every pixel an edge"),
+    "mot": ("HOTA", True, "a new id for every detection in every frame"),
+    "mots": ("HOTA", True, "a new id for every mask in every frame"),
+    "flow": ("EPE", False, "zero flow"),
 }
 
 
@@ -71,6 +85,8 @@ class DemoOptions:
     out_dir: Path = Path("runs/demo")
     train_frames: int = 240
     val_frames: int = 40
+    video_frames: int = 48  # 8-frame clips of the tracking set
+    video_val_frames: int = 24
     size: tuple[int, int] = (320, 192)
     steps: int = 600
     batch_size: int = 4
@@ -113,7 +129,14 @@ def _check_options(opts: DemoOptions) -> None:
     width, height = opts.size
     if width <= 0 or height <= 0 or width % 2 or height % 2:
         raise DriveMTLError(f"--size must be WxH with positive even numbers, got {width}x{height}")
-    for name in ("train_frames", "val_frames", "steps", "batch_size"):
+    for name in (
+        "train_frames",
+        "val_frames",
+        "video_frames",
+        "video_val_frames",
+        "steps",
+        "batch_size",
+    ):
         if getattr(opts, name) < 1:
             raise DriveMTLError(f"demo option {name} must be >= 1, got {getattr(opts, name)}")
 
@@ -133,8 +156,8 @@ def demo_config(opts: DemoOptions, data_dir: Path) -> RunConfig:
     height = opts.size[1]
     raw["data"] = {
         "sets": {
-            name: {"root": str(data_dir / "{split}" / name), "tasks": tasks}
-            for name, tasks in SET_TASKS.items()
+            name: {"root": str(data_dir / "{split}" / name), "tasks": SET_TASKS[name]}
+            for name in IMAGE_SETS
         },
         "transforms": {
             "heights": sorted({height - 32, height, height + 32} - {0}),
@@ -142,27 +165,40 @@ def demo_config(opts: DemoOptions, data_dir: Path) -> RunConfig:
             "flip": 0.5,
         },
     }
+    raw["data"]["sets"]["tracking"] = {
+        "root": str(data_dir / "video" / "{split}" / "tracking"),
+        "tasks": SET_TASKS["tracking"],
+        "clip": dict(CLIP),
+    }
     return validate_tree(raw, {}, RunConfig, "drivemtl/resources/demo.yaml")
 
 
 def _generate(opts: DemoOptions, data_dir: Path) -> None:
     from drivemtl.data.synthetic import generate_dataset
 
-    for split, frames, seed in (
-        ("train", opts.train_frames, opts.seed),
-        ("val", opts.val_frames, opts.seed + 10_000),
+    for split, frames, clips, seed in (
+        ("train", opts.train_frames, opts.video_frames, opts.seed),
+        ("val", opts.val_frames, opts.video_val_frames, opts.seed + 10_000),
     ):
-        LOG.info("synthesising %d %s frames at %dx%d", frames, split, *opts.size)
+        LOG.info("synthesising %d %s frames + %d of clips at %dx%d", frames, split, clips,
+                 *opts.size)  # fmt: skip
         generate_dataset(
             data_dir / split, preset="demo", num_frames=frames, size=opts.size, seed=seed,
             overwrite=True, progress=opts.progress,
         )  # fmt: skip
+        generate_dataset(
+            data_dir / "video" / split, preset="tracking", num_frames=clips, size=opts.size,
+            seed=seed + 20_000, overwrite=True, progress=opts.progress,
+        )  # fmt: skip
 
 
 def _batches(dataset, batch_size: int, size_divisor: int) -> Iterator[Batch]:
-    for start in range(0, len(dataset), batch_size):
-        stop = min(len(dataset), start + batch_size)
-        yield collate([dataset[i] for i in range(start, stop)], size_divisor)
+    """Batches of consecutive frames, set by set (never two sets in a batch; clips in order)."""
+    for name in dataset.sets:
+        frames = dataset.set_range(name)
+        for start in range(0, len(frames), batch_size):
+            chunk = frames[start : start + batch_size]
+            yield collate([dataset[i] for i in chunk], size_divisor)
 
 
 @dataclass
@@ -265,18 +301,24 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         timings, "train", lambda: run_recipe(config, out / "train", progress=opts.progress)
     )
     weights = result.final_weights  # type: ignore[attr-defined]
-    scores, metrics, predictions, overlays = _timed(
+    scores, metrics, predictions, overlays, pictures = _timed(
         timings, "evaluate", lambda: _evaluate(config, weights, out, opts)
     )  # type: ignore[misc]
     curves = plot_loss_curves(_loss_curves(out / "train"), out / "plots" / "losses.png")
     timings["total"] = time.perf_counter() - start
-    card = (data_dir / "train" / "dataset.yaml").read_text(encoding="utf-8")
+    card = (
+        (data_dir / "train" / "dataset.yaml").read_text(encoding="utf-8")
+        + "---\n"
+        + (data_dir / "video" / "train" / "dataset.yaml").read_text(encoding="utf-8")
+    )
     beaten = sum(s.beats_baseline for s in scores)
     summary = (
         f"One {len(config.model.tasks)}-task network (ResNet-18 width 16 + FPN) trained for "
-        f"{opts.steps} steps on {opts.train_frames} synthetic frames at {opts.size[0]}x"
-        f"{opts.size[1]} whose image sets carry disjoint labels, evaluated on {opts.val_frames} "
-        f"held-out frames. {beaten} of {len(scores)} tasks beat their trivial baseline."
+        f"{opts.steps} steps on {opts.train_frames} synthetic frames and "
+        f"{opts.video_frames} frames of video clips at {opts.size[0]}x{opts.size[1]} whose "
+        f"image sets carry disjoint labels, evaluated on {opts.val_frames} held-out frames and "
+        f"{opts.video_val_frames} of held-out clips. {beaten} of {len(scores)} tasks beat "
+        "their trivial baseline."
     )
     report = DemoReport(
         title="DriveMTL demo: one network, every task, partial labels",
@@ -290,45 +332,104 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         metrics=metrics,
         loss_curves=curves,
         overlays=overlays,
+        clip=pictures.gif,
+        clip_strip=pictures.strip,
+        flow_pictures=pictures.flow,
         timings=timings,
     )
     md, html = write_report(report, out)
     return DemoResult(md, html, scores, predictions, overlays, timings)
 
 
+@dataclass
+class _VideoPictures:
+    """What the report shows of the tracking clips: a GIF, a strip of frames, flow pictures."""
+
+    clip: ClipRecorder = field(default_factory=ClipRecorder)
+    flow: list[Path] = field(default_factory=list)
+    gif: Path | None = None
+    strip: Path | None = None
+
+
+def _video_frames(
+    predictions: list[FramePrediction], batch: Batch, pictures: _VideoPictures, out: Path,
+    limit: int = 2,
+) -> None:  # fmt: skip
+    """Add a tracking batch's frames to the clip and its first frames' flow to the pictures."""
+    for i, prediction in enumerate(predictions):
+        meta = prediction.meta
+        if meta.image_path is None:
+            continue
+        image = read_image(Path(meta.image_path))
+        pictures.clip.add(image, prediction)
+        if prediction.flow is None or len(pictures.flow) >= limit:
+            continue
+        truth = None
+        if batch.flow is not None and bool(batch.is_labeled("flow")[i]):
+            h, w = batch.image_sizes[i]
+            truth = batch.flow[i, :, :h, :w].cpu().numpy()
+            if truth.shape[1:] != image.shape[:2]:
+                truth = None
+        picture = flow_picture(image, prediction.flow.cpu().numpy(), truth)
+        path = out / "flow" / f"{Path(meta.name).stem}.png"
+        write_png(path, picture)
+        pictures.flow.append(path)
+
+
+def _image_overlay(prediction: FramePrediction, out: Path) -> Path:
+    """The overlay picture of one image-set frame, with its legend."""
+    meta = prediction.meta
+    image = read_image(Path(meta.image_path))  # type: ignore[arg-type]
+    path = out / "overlays" / f"{meta.image_set}-{Path(meta.name).stem}.png"
+    overlay = draw_overlay(image, prediction, scale=display_scale(image.shape[1]))
+    write_png(path, with_legend(overlay, legend_entries(prediction)))
+    return path
+
+
 def _evaluate(config: RunConfig, weights: Path, out: Path, opts: DemoOptions):
-    """Model and baselines through the same evaluators on the held-out split."""
+    """Model and baselines through the same evaluators on the held-out split; the tracking
+    clips frame by frame in video order, the tracker memory carried along."""
     data: DataConfig = config.data  # type: ignore[assignment]
     model = load_model(config, weights)
     tasks = [t for t in model.task_names if t in HEADLINES]
     stats = _training_stats(config)
     dataset = build_dataset(data, split="val")
-    classes = {"detection": DETECTION_CLASSES_10, "instance": DETECTION_CLASSES_10}
+    classes = {t: p.classes for t, p in model.tasks.items()
+               if isinstance(getattr(p, "classes", None), tuple)}  # fmt: skip
+    classes.update({"detection": DETECTION_CLASSES_10, "instance": DETECTION_CLASSES_10})
     model_evals = build_evaluators(tasks, classes)
     base_evals = build_evaluators(tasks, classes)
     writer = PredictionWriter(out / "predictions")
     overlays: list[Path] = []
     per_set_overlays: dict[str, int] = {}
-    per_set_quota = math.ceil(opts.overlays / len(SET_TASKS))
+    per_set_quota = math.ceil(opts.overlays / len(IMAGE_SETS))
+    pictures = _VideoPictures()
+    state, counter = None, [0]
     for batch in _batches(dataset, opts.batch_size, data.size_divisor):
-        predictions = model.predict(batch, tasks)
-        baselines = [_baseline(meta, stats) for meta in batch.metas]
-        for name, evaluator in model_evals.items():
-            evaluator.update(predictions, batch)  # type: ignore[attr-defined]
+        image_set = batch.metas[0].image_set
+        set_tasks = [t for t in tasks if t in SET_TASKS.get(image_set, ())]
+        if image_set == "tracking":
+            predictions, state = model.predict_with_state(batch, state, set_tasks)
+            baselines = new_id_per_detection(predictions, counter)
+            _video_frames(predictions, batch, pictures, out)
+        else:
+            image_tasks = [t for t in tasks if t not in VIDEO_TASKS]
+            predictions = model.predict(batch, image_tasks)
+            baselines = [_baseline(meta, stats) for meta in batch.metas]
+        for name in set_tasks:
+            model_evals[name].update(predictions, batch)  # type: ignore[attr-defined]
             base_evals[name].update(baselines, batch)  # type: ignore[attr-defined]
+        if image_set == "tracking":
+            continue
         for prediction in predictions:
             writer.add(prediction)
-            meta = prediction.meta
-            done = per_set_overlays.get(meta.image_set, 0)
-            if meta.image_path is not None and done < per_set_quota:
-                image = read_image(Path(meta.image_path))
-                path = out / "overlays" / f"{meta.image_set}-{Path(meta.name).stem}.png"
-                scale = display_scale(image.shape[1])
-                overlay = draw_overlay(image, prediction, scale=scale)
-                write_png(path, with_legend(overlay, legend_entries(prediction)))
-                overlays.append(path)
-                per_set_overlays[meta.image_set] = done + 1
+            done = per_set_overlays.get(image_set, 0)
+            if prediction.meta.image_path is not None and done < per_set_quota:
+                overlays.append(_image_overlay(prediction, out))
+                per_set_overlays[image_set] = done + 1
     predictions_path = writer.close()
+    pictures.gif = pictures.clip.write_gif(out / "video" / "tracked_clip.gif")
+    pictures.strip = pictures.clip.write_strip(out / "video" / "tracked_strip.png")
     scores, metrics = [], {}
     for task in tasks:
         model_metrics = model_evals[task].compute()  # type: ignore[attr-defined]
@@ -338,4 +439,4 @@ def _evaluate(config: RunConfig, weights: Path, out: Path, opts: DemoOptions):
         baseline = float(base_metrics.get(key, math.nan))
         scores.append(TaskScore(task, key, value, baseline, description, higher))
         metrics[task] = {k: float(v) for k, v in model_metrics.items() if "/" not in k}
-    return scores, metrics, predictions_path, overlays
+    return scores, metrics, predictions_path, overlays, pictures

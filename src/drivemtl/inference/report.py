@@ -47,7 +47,20 @@ class DemoReport:
     metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     loss_curves: Path | None = None
     overlays: list[Path] = field(default_factory=list)
+    clip: Path | None = None  # a tracked clip (GIF / MP4) with ids and trails
+    clip_strip: Path | None = None  # a few of its frames side by side
+    flow_pictures: list[Path] = field(default_factory=list)  # frame | predicted | true flow
     timings: Mapping[str, float] = field(default_factory=dict)
+
+    def video_pictures(self) -> list[tuple[str, Path]]:
+        """(caption, path) of the video part's pictures, in the order the report shows them."""
+        out = []
+        if self.clip is not None:
+            out.append(("tracked clip (ids and trails)", self.clip))
+        if self.clip_strip is not None:
+            out.append(("frames of the tracked clip", self.clip_strip))
+        out += [("flow: frame, predicted, true (colour wheel)", p) for p in self.flow_pictures]
+        return out
 
 
 def plot_loss_curves(curves: Mapping[str, Sequence[tuple[int, float]]], path: Path) -> Path:
@@ -106,6 +119,9 @@ def render_markdown(report: DemoReport, root: Path) -> str:
     if report.overlays:
         lines += ["", "## Predictions on held-out frames", ""]
         lines += [f"![{p.stem}]({_rel(p, root)})" for p in report.overlays]
+    if report.video_pictures():
+        lines += ["", "## Video tasks on a held-out clip", ""]
+        lines += [f"![{caption}]({_rel(p, root)})" for caption, p in report.video_pictures()]
     lines += ["", "## Dataset card", "", "```yaml", report.dataset_card.rstrip(), "```"]
     lines += ["", "## Recipe", "", "```yaml", report.recipe.rstrip(), "```"]
     if report.timings:
@@ -150,6 +166,11 @@ def render_html(report: DemoReport, root: Path) -> str:
     if report.overlays:
         parts.append("<h2>Predictions on held-out frames</h2>")
         parts += [f"<img src='{esc(_rel(p, root))}' alt='{esc(p.stem)}'>" for p in report.overlays]
+    if report.video_pictures():
+        parts.append("<h2>Video tasks on a held-out clip</h2>")
+        parts += [f"<figure><img src='{esc(_rel(p, root))}' alt='{esc(caption)}'>"
+                  f"<figcaption>{esc(caption)}</figcaption></figure>"
+                  for caption, p in report.video_pictures()]  # fmt: skip
     parts.append(f"<h2>Dataset card</h2><pre>{esc(report.dataset_card)}</pre>")
     parts.append(f"<h2>Recipe</h2><pre>{esc(report.recipe)}</pre>")
     if report.timings:
