@@ -50,14 +50,24 @@ def test_trails_are_polylines_in_the_track_colour_scaled_with_the_display():
 
 
 class StubPredictor:
-    """A box moving down-right with track id 4, and a constant +x flow."""
+    """A box moving down-right with track id 4, and a constant +x flow to the next frame."""
+
+    predicts_flow = True
+
+    def sample(self, image, name, index=0, video=None):
+        return image, name, index, video
+
+    def predict(self, samples):
+        return [self(*sample) for sample in samples]
+
+    def flow(self, key, following):
+        flow = torch.zeros(2, *key[0].shape[:2])
+        flow[0] = 1.5
+        return flow
 
     def __call__(self, image, name, index=0, video=None):
-        pred = tracked([[10 + 8 * index, 5 + 8 * index, 20 + 8 * index, 15 + 8 * index]], [4],
+        return tracked([[10 + 8 * index, 5 + 8 * index, 20 + 8 * index, 15 + 8 * index]], [4],
                        video=video, index=index, name=name)  # fmt: skip
-        pred.flow = torch.zeros(2, *image.shape[:2])
-        pred.flow[0] = 1.5
-        return pred
 
 
 def test_run_predict_on_a_clip_writes_trails_box_tracks_and_flow(tmp_path, monkeypatch):
@@ -76,6 +86,10 @@ def test_run_predict_on_a_clip_writes_trails_box_tracks_and_flow(tmp_path, monke
     tracks = load_frames(out / "box_track.json")
     assert [f.frameIndex for f in tracks] == [0, 1, 2] and tracks[0].videoName == "clip"
     assert [label.id for f in tracks for label in f.labels] == ["4", "4", "4"]
+    assert sorted(p.name for p in (out / "flow").iterdir()) == [
+        "clip-0000001.png",
+        "clip-0000002.png",
+    ]
     flow, valid = decode_flow(read_png_unchanged(out / "flow" / "clip-0000001.png"))
     assert valid.all() and np.allclose(flow[0], 1.5) and np.allclose(flow[1], 0.0)
     picture = read_png_unchanged(out / "flow_vis" / "clip-0000001.png")
