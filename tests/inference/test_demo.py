@@ -37,20 +37,17 @@ def test_reduced_demo_runs_every_stage(tmp_path):
         p.read_bytes()[:4] == b"\x89PNG" for p in result.overlays
     )
     # The video part: a looping GIF of the 8-frame held-out clip, a strip of 4 of its frames
-    # (drawn twice the frame size, 4-pixel gaps) and flow pictures (frame | predicted | true).
+    # (drawn twice the frame size, 4-pixel gaps).
     from PIL import Image
 
     with Image.open(out / "video" / "tracked_clip.gif") as gif:
         assert gif.n_frames == 8 and gif.size == (192, 128)
     with Image.open(out / "video" / "tracked_strip.png") as strip:
         assert strip.size == (4 * 192 + 3 * 4, 128)
-    flows = sorted((out / "flow").glob("*.png"))
-    assert len(flows) == 2
-    with Image.open(flows[0]) as picture:
-        assert picture.size == (3 * 96 + 2 * 4, 64)
-    assert "(video/tracked_clip.gif)" in text and "(flow/" in text
+    assert not (out / "flow").exists()  # the demo leaves flow out (cost; see demo.py)
+    assert "(video/tracked_clip.gif)" in text
     by_task = {s.task: s for s in result.scores}
-    assert by_task["flow"].metric == "EPE" and by_task["flow"].baseline > 0  # zero flow's EPE
+    assert by_task["mot"].metric == "HOTA" and "flow" not in by_task
     frames = load_frames(result.predictions)
     assert len(frames) == 4
     assert json.loads(result.predictions.read_text())[0]["name"] == frames[0].name
@@ -101,5 +98,5 @@ def test_demo_config_scales_the_recipe(tmp_path):
     assert str(cfg.data.sets["detection"].root).endswith("{split}/detection")
     tracking = cfg.data.sets["tracking"]
     assert str(tracking.root).endswith("video/{split}/tracking")
-    assert tracking.tasks == ["mot", "mots", "flow"] and tracking.clip.sampling == "next"
+    assert tracking.tasks == ["mot", "mots"] and tracking.clip.sampling == "next"
     assert sorted(cfg.model.tasks) == sorted(HEADLINES)

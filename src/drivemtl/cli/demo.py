@@ -28,8 +28,8 @@ def demo(
     val_frames: Annotated[int, typer.Option(help="Held-out frames to evaluate on.")] = 40,
     video_frames: Annotated[
         int, typer.Option(help="Training frames of video clips (8 frames a clip).")
-    ] = 48,
-    video_val_frames: Annotated[int, typer.Option(help="Held-out frames of video clips.")] = 24,
+    ] = 24,
+    video_val_frames: Annotated[int, typer.Option(help="Held-out frames of video clips.")] = 16,
     steps: Annotated[int, typer.Option(help="Optimiser steps over both stages.")] = 600,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the world and of training.")] = 0,

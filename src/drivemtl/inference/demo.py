@@ -53,7 +53,9 @@ MARKER = ".drivemtl-demo"
 SET_TASKS = {
     "detection": ["tagging", "detection", "pose", "drivable", "lanes"],
     "segmentation": ["semantic", "instance", "depth", "normals", "edges"],
-    "tracking": list(VIDEO_TASKS),
+    # flow is left out: a clip step with its census loss costs ~4x an image step, and at the
+    # demo's budget it does not reliably beat zero flow (docs/video_tasks.md)
+    "tracking": ["mot", "mots"],
 }
 IMAGE_SETS = ("detection", "segmentation")
 # The tracking clips' references: the next frame (what flow is scored against; MOT learns its
@@ -74,7 +76,6 @@ HEADLINES: dict[str, tuple[str, bool, str]] = {
     "edges": ("F1", True, "every pixel an edge"),
     "mot": ("HOTA", True, "a new id for every detection in every frame"),
     "mots": ("HOTA", True, "a new id for every mask in every frame"),
-    "flow": ("EPE", False, "zero flow"),
 }
 
 
@@ -85,8 +86,8 @@ class DemoOptions:
     out_dir: Path = Path("runs/demo")
     train_frames: int = 240
     val_frames: int = 40
-    video_frames: int = 48  # 8-frame clips of the tracking set
-    video_val_frames: int = 24
+    video_frames: int = 24  # 8-frame clips of the tracking set
+    video_val_frames: int = 16
     size: tuple[int, int] = (320, 192)
     steps: int = 600
     batch_size: int = 4
