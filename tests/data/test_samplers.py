@@ -124,9 +124,7 @@ def test_task_frequencies():
 def test_weighted_task_epochs_scale_the_weights():
     """LV-Adapter's weights: labelled images x epochs; 300 x 1 against 100 x 6 -> 1 : 2."""
     data = _Sets({"a": 300, "b": 100}, {"a": {"detection"}, "b": {"semantic"}})
-    sampler = SAMPLERS.get("weighted")(
-        data, 1, seed=3, task_epochs={"detection": 1, "semantic": 6}
-    )
+    sampler = SAMPLERS.get("weighted")(data, 1, seed=3, task_epochs={"detection": 1, "semantic": 6})
     assert sampler.task_weights() == [300.0, 600.0]  # tasks sorted: detection, semantic
     counts = Counter(data.set_of(b[0]) for b in sampler)
     assert abs(counts["b"] - 267) < 40  # binomial(400, 2/3): sd 9.4

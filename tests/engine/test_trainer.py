@@ -80,8 +80,10 @@ def test_run_directory_and_bad_input(tiny_data: Path, tmp_path: Path) -> None:
         ({"tasks": ["depth"]}, r"tasks \['depth'\] are not tasks of the model"),
         ({"sets": ["kitti"]}, r"image sets \['kitti'\] are not in data.sets"),
         ({"sampler": "random"}, "unknown sampler 'random'"),
-        ({"sampler_options": {"task_epochs": {}}},
-         r"sampler 'set_round_robin' has no options \['task_epochs'\]"),
+        (
+            {"sampler_options": {"task_epochs": {}}},
+            r"sampler 'set_round_robin' has no options \['task_epochs'\]",
+        ),
         ({"trainable": ["adapter.*"]}, r"trainable pattern 'adapter\.\*' matches no parameter"),
         ({"trainable": ["neck.*"], "frozen": ["backbone.*"]}, "freezes no parameter"),
         ({"trainable": ["@adapter"]}, "pattern '@adapter': this model has no adapter stage"),
