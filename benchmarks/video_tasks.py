@@ -55,13 +55,14 @@ ROWS = [("mot", "HOTA", True), ("mot", "IDF1", True), ("mot", "MOTA", True),
 
 def run_config(
     data: Path, steps: int, seed: int, height: int, lr: float, window: int, clip: str = "window",
-    tasks: list[str] = TASKS,
+    tasks: list[str] = TASKS, flow_options: dict | None = None,
 ) -> RunConfig:  # fmt: skip
     """The tiny network of `tasks` (default all five) on the tracking clips (`clip`: how
-    references are drawn)."""
+    references are drawn; `flow_options` override the flow head's)."""
     clip_cfg = {"length": 2, "sampling": clip, "window": window}
     heads = {"detection": {"head": FASTER_RCNN}, "instance": {"head": {"channels": 32, "num_convs": 2}},
-             "mot": {"head": MOT_HEAD}, "mots": {}, "flow": {"head": FLOW_HEAD}}  # fmt: skip
+             "mot": {"head": MOT_HEAD}, "mots": {},
+             "flow": {"head": {**FLOW_HEAD, **(flow_options or {})}}}  # fmt: skip
     tree = {
         "name": "video_tasks",
         "seed": seed,
@@ -177,16 +178,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS,
                         help="train and score only these (e.g. `--tasks flow`)")  # fmt: skip
+    parser.add_argument("--flow-options", type=json.loads, default={},
+                        help='JSON overrides of the flow head, e.g. \'{"level_weights": [0, 0, 1, 1]}\'')  # fmt: skip
     args = parser.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     data = args.out / "data"
     synth_s = synthesise(data, args.frames, args.val_frames, (w, h))
     runs = []
     for seed in args.seeds:
-        cfg = run_config(data, args.steps, seed, h, args.lr, args.window, tasks=args.tasks)
+        cfg = run_config(data, args.steps, seed, h, args.lr, args.window, tasks=args.tasks,
+                         flow_options=args.flow_options)  # fmt: skip
         # Flow is scored key -> next frame: the same model read with next-frame references.
         eval_cfg = run_config(data, args.steps, seed, h, args.lr, args.window, clip="next",
-                              tasks=args.tasks)  # fmt: skip
+                              tasks=args.tasks, flow_options=args.flow_options)  # fmt: skip
         scores = train_and_eval(cfg, eval_cfg, args.out / f"s{seed}", args.tasks)
         runs.append(scores)
         print(f"seed {seed}: {json.dumps(scores)}", flush=True)

@@ -365,6 +365,18 @@ def train_and_eval(
             "steps": total_steps(stages, model_tasks)}  # fmt: skip
 
 
+def rescore(name: str, model_tasks: list[str], stages: list[dict[str, Any]],
+            args: argparse.Namespace, seed: int, blocks: bool, record: dict[str, Any]) -> None:  # fmt: skip
+    """Score a finished run's final weights again with today's evaluators (`--rescore`), in
+    place: metrics and evaluation seconds (training seconds and steps kept)."""
+    eval_cfg = run_config(name, model_tasks, stages, args, seed, blocks, sampling="next")
+    start = time.perf_counter()
+    weights = args.out / "runs" / f"{name}-s{seed}" / "final.safetensors"
+    result = evaluate_model(eval_cfg, weights, progress=False, resources=False)
+    record["metrics"] = {t: {k: float(v) for k, v in m.items()} for t, m in result.metrics.items()}
+    record["eval_s"] = time.perf_counter() - start
+
+
 def total_steps(stages: list[dict[str, Any]], tasks: list[str]) -> int:
     """Optimiser steps a recipe trains (a per-decoder stage: its length per decoder)."""
     decoders = len([t for t in tasks if t != "mots"])
@@ -486,13 +498,17 @@ def compare(args: argparse.Namespace) -> None:
     for seed in args.seeds:
         for name, model_tasks, stages, blocks in planned(args, frames):
             if str(seed) in runs.get(name, {}):
+                if args.rescore:
+                    record = runs[name][str(seed)]
+                    rescore(name.replace("/", "_"), model_tasks, stages, args, seed, blocks,
+                            record)  # fmt: skip
+                    runs = save_run(results, name, str(seed), record, synth_s)
                 continue  # done in an earlier, interrupted invocation
             record = train_and_eval(name.replace("/", "_"), model_tasks, stages, args, seed,
                                     blocks)  # fmt: skip
-            runs.setdefault(name, {})[str(seed)] = record
             print(f"seed {seed} {name}: {record['steps']} steps, {record['train_s']:.0f} s train, "
                   f"{record['eval_s']:.0f} s eval", flush=True)  # fmt: skip
-            results.write_text(json.dumps({"runs": runs, "synth_s": synth_s}, indent=2))
+            runs = save_run(results, name, str(seed), record, synth_s)
     seeds = [str(s) for s in args.seeds]
     rows = {v: [scores(runs, v, s) for s in seeds] for v in args.variants}
     cost = {v: variant_seconds(runs, v, seeds) for v in args.variants}
@@ -503,6 +519,19 @@ def compare(args: argparse.Namespace) -> None:
     print(f"{args.frames} training / {args.val_frames} val frames at {args.size} (sets {frames}), "
           f"S = {args.steps}, seeds {args.seeds}; synthesis {synth_s:.0f} s")  # fmt: skip
     print(tables(rows, res, cost))
+
+
+def save_run(results: Path, name: str, seed: str, record: dict[str, Any], synth_s: float
+             ) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Add one finished run to results.json, re-reading it first so that processes running
+    other seeds into the same `--out` keep each other's runs; the merged runs."""
+    saved = json.loads(results.read_text()) if results.is_file() else {}
+    runs: dict[str, dict[str, Any]] = saved.get("runs", {})
+    runs.setdefault(name, {})[seed] = record
+    tmp = results.with_suffix(f".{seed}.tmp")
+    tmp.write_text(json.dumps({**saved, "runs": runs, "synth_s": synth_s}, indent=2))
+    tmp.replace(results)
+    return runs
 
 
 def variant_seconds(runs: dict[str, dict[str, Any]], variant: str, seeds: list[str]) -> float:
@@ -533,6 +562,8 @@ def main() -> None:
         default=True,
         help="also summarise the R50 VTDNet at 720x1280 (about 30 s)",
     )
+    parser.add_argument("--rescore", action="store_true",
+                        help="score finished runs' final weights again (after evaluator changes)")  # fmt: skip
     args = parser.parse_args()
     warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
     missing = [t for t in args.tasks if t in ST_MODEL_TASKS

@@ -163,3 +163,43 @@ def test_mot_evaluator_scores_model_predictions() -> None:
     empty = MOTEvaluator()
     empty.update(_tracked(unlabelled, [[0, 1], [0, 1]]), unlabelled)
     assert math.isnan(empty.compute()["HOTA"])
+
+
+def test_mot_ap_scores_the_tracked_boxes() -> None:
+    """VTD's MOT AP: COCO box AP of the boxes the tracker outputs (ids ignored, untracked boxes
+    left out), hand-computed with COCO's 101 recall points."""
+    import torch
+
+    from drivemtl.evaluation.tracking import MOTEvaluator
+    from drivemtl.structures.instances import Instances
+
+    batch = _mot_batch()
+
+    def ap(ids: list[list[int]], extra: bool = False) -> float:
+        predictions = _tracked(batch, ids)
+        if extra:  # a tracked false positive of class 2, scored above the true boxes
+            d = predictions[0].detections
+            predictions[0].detections = Instances(
+                torch.cat([d.boxes, torch.tensor([[60.0, 0.0, 90.0, 10.0]])]),
+                torch.tensor([2, 0, 2]), torch.tensor([0, 1, 9]),
+                scores=torch.tensor([0.5, 0.5, 0.9]))  # fmt: skip
+            predictions[1].detections.scores = torch.tensor([0.5, 0.5])
+        evaluator = MOTEvaluator()
+        evaluator.update(predictions, batch)
+        return evaluator.compute()["AP"]
+
+    assert ap([[0, 1], [0, 1]]) == pytest.approx(100.0)
+    assert ap([[0, 1], [5, 1]]) == pytest.approx(100.0)  # an identity switch: same boxes
+    # The class-0 object is never tracked: its class scores 0, class 2 100.
+    assert ap([[0, -1], [0, -2]]) == pytest.approx(50.0)
+    # Class 2: FP (0.9), TP, TP -> interpolated precision 2/3 at every recall; class 0: 100.
+    assert ap([[0, 1], [0, 1]], extra=True) == pytest.approx((100 * 2 / 3 + 100) / 2)
+    # Frames fed to two evaluators and merged give the same AP.
+    first, second = MOTEvaluator(), MOTEvaluator()
+    first_half, second_half = _mot_batch(), _mot_batch()
+    first_half.labeled["mot"][1] = False
+    second_half.labeled["mot"][0] = False
+    first.update(_tracked(first_half, [[0, -1], [0, -1]]), first_half)
+    second.update(_tracked(second_half, [[0, -1], [0, -1]]), second_half)
+    first.merge(second)
+    assert first.compute()["AP"] == pytest.approx(50.0)

@@ -263,3 +263,11 @@ def test_evaluate_model_reports_the_mots_metrics(tracking_root: Path, tmp_path: 
     for key in ("HOTA", "DetA", "AssA", "MOTA", "MOTP", "IDF1", "IDSw"):
         assert key in metrics
     assert math.isfinite(metrics["MOTA"]) and math.isfinite(metrics["IDF1"])
+
+
+def test_mots_ap_scores_the_tracked_masks() -> None:
+    """VTD's MOTS AP: COCO mask AP of the tracked masks (the untracked one on top left out).
+    Car 2 untracked in frame 0: 5 true masks of 6 at precision 1, so recall points 0..0.83 of
+    COCO's 101 have precision 1: AP = 84 / 101."""
+    assert _evaluate([[5, 6]] * 3, extra=True)["AP"] == pytest.approx(100.0)
+    assert _evaluate([[5, -1], [5, 6], [5, 6]])["AP"] == pytest.approx(100 * 84 / 101)

@@ -92,3 +92,37 @@ def test_padding_and_unlabelled_samples_do_not_count() -> None:
     still = _batch(key, key, same_frame=True)
     loss = task.loss(_outputs(SHIFT), still)
     assert loss.item() == 0.0 and not loss.requires_grad
+
+
+def _two_levels(dx: float) -> FlowOutputs:
+    """Constant flows at strides 8 and 4 (dx input pixels), backward -dx."""
+    coarse, fine = torch.zeros(1, 2, H // 8, W // 8), torch.zeros(1, 2, H // 4, W // 4)
+    coarse[:, 0], fine[:, 0] = dx / 8, dx / 4
+    return FlowOutputs([coarse, fine], [-coarse, -fine], (8, 4), (H, W))
+
+
+def test_level_weights_add_the_criterion_at_coarser_levels() -> None:
+    texture = _texture()
+    batch = _batch(texture[..., SHIFT:], texture[..., :W])
+    finest = TASKS.get("flow")(TaskConfig(head={"strides": [8, 4]}))
+    default = finest.loss(_two_levels(SHIFT), batch)
+    both = TASKS.get("flow")(TaskConfig(head={"strides": [8, 4], "level_weights": [0.0, 1.0]}))
+    assert float(both.loss(_two_levels(SHIFT), batch)) == float(default)
+    # The stride-8 term alone (3x3 census, so the 4 x 6 cells keep a 2 x 4 interior): the
+    # criterion of the frames area-averaged 8x with the stride-8 flow, smoothness at that
+    # resolution; the true shift (half a cell) costs less there than zero flow.
+    head = {"strides": [8, 4], "level_weights": [2.0, 0.0], "census_radius": 1}
+    coarse = TASKS.get("flow")(TaskConfig(head=head))
+    family = coarse.family
+    key, ref = (family.unit_images(im) for im in (batch.images, batch.reference.images))
+    small = [F.avg_pool2d(im, 8) for im in (key, ref)]
+    ones = torch.ones(1, 1, H // 8, W // 8)
+    out = _two_levels(SHIFT)
+    expected = family.direction_loss(*small, ones, ones, out.forward[0], out.backward[0], 1)
+    expected = (expected + family.direction_loss(small[1], small[0], ones, ones, out.backward[0],
+                                                 out.forward[0], 1)) / 2  # fmt: skip
+    assert float(expected) > 0.5
+    torch.testing.assert_close(coarse.loss(out, batch), 2 * expected)
+    assert float(coarse.loss(out, batch)) < 0.8 * float(coarse.loss(_two_levels(0.0), batch))
+    with pytest.raises(ValueError, match="one weight >= 0 per stride"):
+        TASKS.get("flow")(TaskConfig(head={"strides": [8, 4], "level_weights": [1.0]}))

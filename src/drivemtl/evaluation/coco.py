@@ -267,20 +267,25 @@ class CocoEvaluator:
         for i, pred in enumerate(predictions):
             if not bool(labeled[i]):
                 continue
-            target = batch.instances[i]
-            name = pred.meta.name
-            if name in self.images:
-                raise EvaluationInputError(f"frame {name!r} was evaluated twice")
-            h, w = batch.image_sizes[i]
-            image = _Image(h, w)
-            if target is not None:
-                image.gts = self._instances_to_annotations(target, name, is_pred=False)
             found = {"bbox": pred.detections, "segm": pred.instances, "keypoints": pred.poses}
             inst = found[self.iou_type]
+            size = batch.image_sizes[i]
             if inst is not None:
-                inst = _to_batch_coordinates(inst, pred, (h, w))
-                image.dts = self._instances_to_annotations(inst, name, is_pred=True)
-            self.images[name] = image
+                inst = _to_batch_coordinates(inst, pred, size)
+            self.add_frame(pred.meta.name, size, batch.instances[i], inst)
+
+    def add_frame(self, name: str, size: tuple[int, int], target: Instances | None,
+                  found: Instances | None) -> None:  # fmt: skip
+        """Add one frame of `size` (H, W): ground truth `target` and predictions `found` (with
+        scores), both in the batch's coordinates; a frame seen twice is an error."""
+        if name in self.images:
+            raise EvaluationInputError(f"frame {name!r} was evaluated twice")
+        image = _Image(*size)
+        if target is not None:
+            image.gts = self._instances_to_annotations(target, name, is_pred=False)
+        if found is not None:
+            image.dts = self._instances_to_annotations(found, name, is_pred=True)
+        self.images[name] = image
 
     def _instances_to_annotations(
         self, inst: Instances, name: str, is_pred: bool

@@ -296,6 +296,7 @@ class MOTSEvaluator(ModelFedTrackEvaluator, SegTrackEvaluator):
     task = "mots"
     config_name = "seg_track"
     pending = ("frames",)
+    ap_iou_type = "segm"
     frames: list[_MOTSFrame]
 
     def update(self, predictions: list[FramePrediction], batch: Batch) -> None:
@@ -318,6 +319,7 @@ class MOTSEvaluator(ModelFedTrackEvaluator, SegTrackEvaluator):
             )
             gt_map = paint_instances(gt_masks, np.arange(len(gt_masks)))
             p_cls, p_ids, p_map = self._predicted(pred, (h, w))
+            self.add_ap_frame(pred, target, (h, w), self._tracked(pred, (h, w)))
             ious, iofs = bitmask_overlaps(gt_map, len(gt_cls), p_map, len(p_cls))
             meta = pred.meta
             self.frames.append(
@@ -342,16 +344,22 @@ class MOTSEvaluator(ModelFedTrackEvaluator, SegTrackEvaluator):
         ids = inst.track_ids.cpu().numpy()[keep].astype(np.int64)  # type: ignore[union-attr]
         return classes, ids, masks.detach().cpu().bool().numpy()[keep]
 
+    def _tracked(self, pred: FramePrediction, size: tuple[int, int]) -> Instances | None:
+        """The predicted instances with a track id (and masks), in the batch's coordinates."""
+        found = pred.instances
+        if found is None or found.track_ids is None or found.masks is None or not len(found):
+            return None
+        inst = _to_batch_coordinates(found, pred, size)
+        return inst[inst.track_ids >= 0]  # type: ignore[operator]
+
     def _predicted(
         self, pred: FramePrediction, size: tuple[int, int]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(class, track id) of the tracked predicted instances and their disjoint index map."""
-        found = pred.instances
+        inst = self._tracked(pred, size)
         none = np.zeros(0, np.int64)
-        if found is None or found.track_ids is None or found.masks is None or not len(found):
+        if inst is None:
             return none, none, np.zeros(size, np.int64)
-        inst = _to_batch_coordinates(found, pred, size)
-        inst = inst[inst.track_ids >= 0]  # type: ignore[operator]
         classes, ids, masks = self._valid(inst, inst.masks)  # type: ignore[arg-type]
         scores = (
             inst.scores.cpu().numpy()[self._in_range(inst)] if inst.scores is not None else None
@@ -376,4 +384,4 @@ class MOTSEvaluator(ModelFedTrackEvaluator, SegTrackEvaluator):
                 add_frame_objects(accs, hota_steps, f.gt, f.pred, f.ious, f.iofs)
             self._finish_video(accs, hota_steps)
         self.frames = []
-        return super().compute()
+        return super().compute() | self.ap_metrics()

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from drivemtl.evaluation.base import EVALUATORS, EvaluationInputError, check_same_type
-from drivemtl.evaluation.coco import PRED_NOT_IN_GT, _to_batch_coordinates
+from drivemtl.evaluation.coco import PRED_NOT_IN_GT, CocoEvaluator, _to_batch_coordinates
 from drivemtl.evaluation.config import LabelConfig, default_config
 from drivemtl.structures import bdd
 from drivemtl.structures.batch import Batch
@@ -454,10 +454,13 @@ class ModelFedTrackEvaluator(BoxTrackEvaluator):
     """Base of the tracking evaluators `drivemtl eval` feeds batch by batch: the model's class
     names, the official config `config_name` restricted to them, and the frames added since the
     last `compute` in the list attributes named by `pending` (kept by `merge`, cleared by
-    `reset`)."""
+    `reset`). `ap` scores the tracked objects as COCO AP (`ap_iou_type`: boxes for MOT, masks
+    for MOTS), VTD's MOT AP / MOTS AP: every track a frame outputs is a detection with its score,
+    ground truth without regard to ids, `ignore` objects as crowd regions."""
 
     config_name: ClassVar[str]
     pending: ClassVar[tuple[str, ...]]
+    ap_iou_type: ClassVar[str]
 
     def __init__(
         self, categories: list[str] | tuple[str, ...] = bdd.THING_CLASSES, strict: bool = True
@@ -467,6 +470,7 @@ class ModelFedTrackEvaluator(BoxTrackEvaluator):
         super().__init__(config, strict)
         for name in self.pending:
             setattr(self, name, [])
+        self.ap = CocoEvaluator(self.ap_iou_type, self.categories)  # type: ignore[arg-type]
 
     def reset(self) -> None:
         """Forget all frames and videos."""
@@ -478,6 +482,18 @@ class ModelFedTrackEvaluator(BoxTrackEvaluator):
         assert type(other) is type(self)
         for name in self.pending:
             getattr(self, name).extend(getattr(other, name))
+        self.ap.merge(other.ap)  # type: ignore[attr-defined]
+
+    def add_ap_frame(self, pred: FramePrediction, target: Instances, size: tuple[int, int],
+                     tracked: Instances | None) -> None:  # fmt: skip
+        """Add a frame's ground truth and tracked objects (batch coordinates) to the AP."""
+        self.ap.add_frame(pred.meta.name, size, target, tracked)
+
+    def ap_metrics(self) -> dict[str, float]:
+        """`AP`, `AP50`, `AP75`, ... and per class `AP/<name>` of the tracked objects."""
+        if not self.ap.images:
+            return {}
+        return {k: v for k, v in self.ap.compute().items() if k.startswith("AP")}
 
 
 @EVALUATORS.register("mot")
@@ -493,6 +509,7 @@ class MOTEvaluator(ModelFedTrackEvaluator):
     task = "mot"
     config_name = "box_track"
     pending = ("gt_frames", "pred_frames")
+    ap_iou_type = "bbox"
     gt_frames: list[Frame]
     pred_frames: list[Frame]
 
@@ -511,11 +528,14 @@ class MOTEvaluator(ModelFedTrackEvaluator):
                                         labels=gt))  # fmt: skip
             found = pred.detections
             labels: list[Label] = []
+            tracked = None
             if found is not None and found.track_ids is not None:
                 inst = _to_batch_coordinates(found, pred, batch.image_sizes[i])
-                labels = self._labels(inst[inst.track_ids >= 0], ground_truth=False)
+                tracked = inst[inst.track_ids >= 0]
+                labels = self._labels(tracked, ground_truth=False)
             self.pred_frames.append(Frame(name=meta.name, videoName=video, frameIndex=frame,
                                           labels=labels))  # fmt: skip
+            self.add_ap_frame(pred, target, batch.image_sizes[i], tracked)
 
     def _labels(self, inst: Instances, ground_truth: bool, prefix: str = "") -> list[Label]:
         labels = []
@@ -537,4 +557,4 @@ class MOTEvaluator(ModelFedTrackEvaluator):
         if self.gt_frames:
             self.update_frames(self.gt_frames, self.pred_frames)
             self.gt_frames, self.pred_frames = [], []
-        return super().compute()
+        return super().compute() | self.ap_metrics()

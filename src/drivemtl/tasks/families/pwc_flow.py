@@ -10,6 +10,10 @@ Per direction (key -> reference, and reference -> key when `bidirectional`), at 
   area, as beyond its borders); the masks carry no gradient;
 - edge-aware second-order smoothness (`smooth_weight`, edge constant `edge_constant`) of the
   flow upsampled to stride `smoothness_stride` against the image average-pooled to it.
+`level_weights` adds the same criterion at coarser levels (pyramid losses, as in the
+unsupervised PWC variants before UFlow): each level's flow against the frames area-downsampled
+to that level, where a displacement of several input pixels is within the census loss's narrow
+basin; the finest level keeps its input-resolution term, weighted by the last entry.
 Images enter in [0, 1]: the batch's normalisation (x - mean) / std over 0..255 is undone with
 `image_mean` / `image_std`, which must match `data.transforms` (`normalized: false` when the
 data is not normalised). Only the samples the task is labelled for (a reference frame that is
@@ -21,7 +25,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from drivemtl.models.features import PIXEL, REFERENCE, FeatureSpec
@@ -59,6 +63,18 @@ class PWCFlowOptions(HeadOptions):
     normalized: bool = Field(True, description="batch images are (x - mean) / std of 0..255")
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
+    level_weights: list[float] | None = Field(
+        None, description="criterion weight per level, coarse to fine (None: the finest only)"
+    )
+
+    @model_validator(mode="after")
+    def _one_weight_per_level(self) -> PWCFlowOptions:
+        if self.level_weights is not None and (
+            len(self.level_weights) != len(self.strides) or min(self.level_weights) < 0
+        ):
+            raise ValueError(f"level_weights {self.level_weights} must give one weight >= 0 per "
+                             f"stride {self.strides}")  # fmt: skip
+        return self
 
 
 def image_area(batch: Batch) -> Tensor:
@@ -67,6 +83,12 @@ def image_area(batch: Batch) -> Tensor:
     for i, (h, w) in enumerate(batch.image_sizes):
         area[i, :, :h, :w] = 1.0
     return area
+
+
+def downsample(images: Tensor, area: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Images [B, 3, H, W] area-averaged to `size`, and the cells wholly inside the image area."""
+    pooled_area = F.adaptive_avg_pool2d(area, size)
+    return F.adaptive_avg_pool2d(images, size), (pooled_area > 0.999).to(area.dtype)
 
 
 def erode(area: Tensor, radius: int) -> Tensor:
@@ -100,9 +122,10 @@ class PWCFlowFamily(HeadFamily):
 
     def direction_loss(
         self, image1: Tensor, image2: Tensor, area1: Tensor, area2: Tensor,
-        flow: Tensor, opposite: Tensor,
+        flow: Tensor, opposite: Tensor, smoothness_stride: int | None = None,
     ) -> Tensor:  # fmt: skip
-        """Census + smoothness of `flow` (frame 1 -> 2, at any stride) given the opposite flow."""
+        """Census + smoothness of `flow` (frame 1 -> 2, at any stride) given the opposite flow, at
+        the images' resolution (smoothness at `smoothness_stride` of it, default the option)."""
         o = self.options
         size = tuple(image1.shape[-2:])
         full, back = upsample_flow(flow, size), upsample_flow(opposite, size).detach()
@@ -114,7 +137,7 @@ class PWCFlowFamily(HeadFamily):
             mask = mask * fb_consistency_mask(full.detach(), warp_by_flow(back, full.detach()))
         loss = o.census_weight * census_loss(image1, warped, mask.detach(), o.census_radius)
         if o.smooth_weight > 0:
-            s = o.smoothness_stride
+            s = o.smoothness_stride if smoothness_stride is None else smoothness_stride
             small = (size[0] // s, size[1] // s)
             image = F.adaptive_avg_pool2d(image1, small) if s > 1 else image1
             loss = loss + o.smooth_weight * smoothness_2nd(
@@ -137,9 +160,31 @@ class PWCFlowFamily(HeadFamily):
         key = self.unit_images(batch.images)[rows]
         ref = self.unit_images(reference.images)[rows]
         key_area, ref_area = image_area(batch)[rows], image_area(reference)[rows]
-        forward, backward = outputs.forward[-1][rows], outputs.backward[-1][rows]
-        loss = self.direction_loss(key, ref, key_area, ref_area, forward, backward)
+        weights = self.options.level_weights or [0.0] * (len(outputs.forward) - 1) + [1.0]
+        loss = zero_loss(batch.images.device)
+        for level, weight in enumerate(weights):
+            if weight == 0:
+                continue
+            frames = (key, ref, key_area, ref_area)
+            smoothness_stride = None
+            if level < len(weights) - 1:  # a coarser level: at its own resolution
+                size = tuple(outputs.forward[level].shape[-2:])
+                key_l, key_area_l = downsample(key, key_area, size)
+                ref_l, ref_area_l = downsample(ref, ref_area, size)
+                frames, smoothness_stride = (key_l, ref_l, key_area_l, ref_area_l), 1
+            forward, backward = outputs.forward[level][rows], outputs.backward[level][rows]
+            loss = loss + weight * self.pair_loss(frames, forward, backward, smoothness_stride)
+        return loss
+
+    def pair_loss(self, frames: tuple[Tensor, Tensor, Tensor, Tensor], forward: Tensor,
+                  backward: Tensor, smoothness_stride: int | None) -> Tensor:  # fmt: skip
+        """The forward direction's criterion (and the mean with the backward's when
+        `bidirectional`) of (key, reference, key area, reference area)."""
+        key, ref, key_area, ref_area = frames
+        loss = self.direction_loss(key, ref, key_area, ref_area, forward, backward,
+                                   smoothness_stride)  # fmt: skip
         if self.options.bidirectional:
-            loss = loss + self.direction_loss(ref, key, ref_area, key_area, backward, forward)
+            loss = loss + self.direction_loss(ref, key, ref_area, key_area, backward, forward,
+                                              smoothness_stride)  # fmt: skip
             loss = loss / 2
         return loss
