@@ -22,6 +22,7 @@ from drivemtl.data.synthetic.camera import Camera
 from drivemtl.data.synthetic.presets import CLIP_FRAMES, PRESETS, set_sizes
 from drivemtl.data.synthetic.render import SynthFrame, render_world
 from drivemtl.data.synthetic.scene import FPS, generate_world
+from drivemtl.data.synthetic.sensor import SensorModel
 from drivemtl.data.synthetic.writer import frame_label, write_frame
 from drivemtl.structures import bdd
 from drivemtl.structures.scalabel import frames_to_json, save_frames
@@ -88,6 +89,7 @@ class _Job:
     weathers: tuple[str, ...] = ()
     times: tuple[str, ...] = ()
     lossless: bool = False
+    sensor: SensorModel = SensorModel()
 
     def conditions(self) -> dict[str, str | None]:
         """Weather and time of day of this unit's scene, drawn from the set's domain (None: the
@@ -121,6 +123,10 @@ def _run_job(job: _Job) -> list[dict[str, Any]]:
             if video
             else f"img/{job.unit:06d}{suffix}"
         )
+        if not job.sensor.identity:  # its own stream per frame: independent noise
+            noise_rng = np.random.default_rng([job.seed, job.set_index, job.unit,
+                                               frame.frame_index, 11])  # fmt: skip
+            frame.image = job.sensor.apply(frame.image, noise_rng)
         write_frame(root, name, frame, tasks)
         frames.append(frame_label(frame, name, tasks, video))
     return frames_to_json(frames)
@@ -209,6 +215,7 @@ def generate_dataset(
                     spec.weathers,
                     spec.times,
                     spec.lossless,
+                    SensorModel(spec.sensor_blur, spec.sensor_noise),
                 )
             )
         sets[spec.name] = {
