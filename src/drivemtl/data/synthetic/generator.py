@@ -10,7 +10,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ class _Job:
     weathers: tuple[str, ...] = ()
     times: tuple[str, ...] = ()
     lossless: bool = False
-    sensor: SensorModel = SensorModel()
+    sensor: SensorModel = field(default_factory=SensorModel)
 
     def conditions(self) -> dict[str, str | None]:
         """Weather and time of day of this unit's scene, drawn from the set's domain (None: the

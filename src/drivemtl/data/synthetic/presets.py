@@ -66,7 +66,7 @@ PRESETS: dict[str, tuple[SetSpec, ...]] = {
             sensor_blur=0.8,
             sensor_noise=1.5,
         ),
-    ),  # fmt: skip
+    ),
     # Two domains for unsupervised domain adaptation (DenseMTL's MTL-UDA): a labelled source of
     # clear daytime scenes and a target of fog, snow and rain at dusk or night. The target is
     # written with labels so that adaptation can be evaluated on it; the `uda_adversarial` stage
